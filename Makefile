@@ -1,0 +1,34 @@
+# Every target builds .venv first (pinned versions from requirements.lock), so a fresh clone
+# needs only `make run` or `make test`.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+HOST    ?= 127.0.0.1
+PORT    ?= 5000
+
+.PHONY: run test test-fast bench ui clean
+
+$(STAMP): pyproject.toml requirements.lock
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is a CPU wheel on this machine's disk; an unpinned torch
+	# would pull a CUDA build of several GB.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m runner
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+ui: $(STAMP)
+	.venv/bin/mlflow ui --host $(HOST) --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+clean:
+	rm -rf .venv outputs multirun .pytest_cache

@@ -1,0 +1,226 @@
+"""Typed schema for every config group, registered in Hydra's ConfigStore, plus range checks.
+
+Types are enforced by OmegaConf while Hydra composes (so `lr=abc` never reaches the code);
+`check(cfg)` then enforces ranges and cross-field rules before torch or mlflow is imported.
+"""
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line on stderr, exit code 2."""
+
+
+class Diverged(Exception):
+    """The loss or a parameter became NaN or infinite: the run is FAILED at that epoch."""
+
+    def __init__(self, epoch: int, what: str, value: float):
+        super().__init__(f"diverged at epoch {epoch}: {what} = {value}")
+        self.epoch, self.what, self.value = epoch, what, value
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the run is closed as KILLED with its points kept."""
+
+
+class Loss(Enum):
+    mse = "mse"  # mean of squared errors
+    sse = "sse"  # sum of squared errors
+    half_mse = "half_mse"  # mean of (ŷ-y)²/2, as in the d2l book
+
+
+class DType(Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+# ---- dataset -------------------------------------------------------------------------------
+@dataclass
+class CsvDataset:
+    name: str = "csv"
+    path: str = MISSING
+    target: Optional[str] = None  # column name or index (negative counts from the end); None: last
+    delimiter: Optional[str] = None  # None: detected
+    header: Optional[bool] = None  # None: detected
+
+
+@dataclass
+class SyntheticLinearDataset:
+    name: str = "synthetic_linear"
+    weights: List[float] = field(default_factory=lambda: [2.0, -3.4])
+    bias: float = 4.2
+    n_samples: int = 1000
+    noise: float = 0.01
+
+
+@dataclass
+class RandomMlpDataset:
+    name: str = "random_mlp"
+    n_samples: int = 64
+    in_features: int = 1000
+    out_features: int = 10
+
+
+# ---- model ---------------------------------------------------------------------------------
+@dataclass
+class LineModel:
+    name: str = "line"
+    bias: bool = True
+    init: str = "zeros"  # zeros | normal | constant
+    std: float = 0.01  # for init=normal
+    value: float = 0.0  # for init=constant: every weight (and the bias) starts here
+
+
+@dataclass
+class LinearModel:
+    name: str = "linear"
+    bias: bool = True
+    init: str = "default"  # default (torch's) | normal | zeros
+    std: float = 0.01
+
+
+@dataclass
+class MlpModel:
+    name: str = "mlp"
+    hidden: int = 100
+    bias: bool = True
+    init: str = "default"  # default (torch's) | normal
+    std: float = 1.0
+
+
+# ---- optim ---------------------------------------------------------------------------------
+@dataclass
+class OptimBase:
+    name: str = MISSING
+    batch_size: Optional[int] = None  # None: the full batch
+    shuffle: bool = False
+
+
+@dataclass
+class GdOptim(OptimBase):
+    name: str = "gd"
+
+
+@dataclass
+class SgdOptim(OptimBase):
+    name: str = "sgd"
+    batch_size: Optional[int] = 1
+    shuffle: bool = True
+    momentum: float = 0.0
+
+
+@dataclass
+class MinibatchOptim(SgdOptim):
+    name: str = "minibatch"
+    batch_size: Optional[int] = 10
+
+
+@dataclass
+class AdamOptim(OptimBase):
+    name: str = "adam"
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+# ---- device, tracking, top level -----------------------------------------------------------
+@dataclass
+class DeviceConfig:
+    name: str = "auto"  # auto | cpu | cuda | mps
+    index: Optional[int] = None  # cuda only; None: 0, or job number modulo GPUs in a sweep
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db
+
+
+@dataclass
+class Config:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    lr: float = 0.01
+    epochs: int = 100
+    seed: int = 0
+    loss: Loss = Loss.mse
+    dtype: DType = DType.float32
+    log_every: int = 1
+    experiment_name: str = "runner"
+    run_name: Optional[str] = None  # None: derived from the overrides
+    resume: bool = False  # in a sweep: skip jobs whose identical config already FINISHED
+    debug: bool = False  # show tracebacks instead of one-line errors
+
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: presets find their data files here
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore and the `${root:}` resolver in OmegaConf."""
+    OmegaConf.register_new_resolver("root", lambda: str(ROOT), replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, nodes in {
+        "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset],
+        "model": [LineModel, LinearModel, MlpModel],
+        "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim],
+    }.items():
+        for node in nodes:
+            cs.store(group=f"schema/{group}", name=node.name, node=node)
+    cs.store(group="schema/device", name="device", node=DeviceConfig)
+
+
+# ---- range checks --------------------------------------------------------------------------
+INITS = {"line": ("zeros", "normal", "constant"), "linear": ("default", "normal", "zeros"),
+         "mlp": ("default", "normal")}
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r}: {allowed}")
+
+
+def check(cfg: Any) -> None:
+    """Range and cross-field checks that a type alone cannot express. Raises UserError."""
+    import math
+
+    _require(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "must be a finite number > 0")
+    _require(cfg.epochs >= 1, "epochs", cfg.epochs, "must be an integer >= 1")
+    _require(cfg.log_every >= 1, "log_every", cfg.log_every, "must be an integer >= 1")
+    _require(bool(cfg.experiment_name.strip()), "experiment_name", cfg.experiment_name,
+             "must not be empty")
+    d, m, o = cfg.dataset, cfg.model, cfg.optim
+    if d.name == "csv":
+        _require(bool(d.path), "dataset.path", d.path, "must name a CSV file")
+        _require(d.delimiter is None or len(d.delimiter) == 1, "dataset.delimiter", d.delimiter,
+                 "must be one character (or null to detect it)")
+    else:
+        _require(d.n_samples >= 1, "dataset.n_samples", d.n_samples, "must be an integer >= 1")
+    if d.name == "synthetic_linear":
+        _require(d.noise >= 0 and math.isfinite(d.noise), "dataset.noise", d.noise,
+                 "must be a finite number >= 0")
+        _require(len(d.weights) >= 1, "dataset.weights", list(d.weights), "needs at least one weight")
+    if d.name == "random_mlp":
+        _require(d.in_features >= 1, "dataset.in_features", d.in_features, "must be >= 1")
+        _require(d.out_features >= 1, "dataset.out_features", d.out_features, "must be >= 1")
+    _require(m.init in INITS[m.name], "model.init", m.init, f"must be one of {', '.join(INITS[m.name])}")
+    if m.init == "normal":
+        _require(m.std > 0 and math.isfinite(m.std), "model.std", m.std, "must be a finite number > 0")
+    if m.name == "mlp":
+        _require(m.hidden >= 1, "model.hidden", m.hidden, "must be an integer >= 1")
+    _require(o.batch_size is None or o.batch_size >= 1, "optim.batch_size", o.batch_size,
+             "must be an integer >= 1 (or null for the full batch)")
+    if "momentum" in o:
+        _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
+    if "betas" in o:
+        _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
+                 list(o.betas), "must be two numbers in [0, 1)")
+    _require(cfg.device.name in ("auto", "cpu", "cuda", "mps"), "device.name", cfg.device.name,
+             "must be one of auto, cpu, cuda, mps")
+    _require(cfg.device.index is None or cfg.device.index >= 0, "device.index", cfg.device.index,
+             "must be >= 0 (or null)")
