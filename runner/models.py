@@ -38,21 +38,21 @@ def loss_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 # ---- the hand-written line -------------------------------------------------------------------
 class Line:
-    """ŷ = X·w + b with w (k, 1) and b (1,); no autograd anywhere."""
+    """ŷ = X·w + b with w (k, m) and b (m,), m targets (usually 1); no autograd anywhere."""
 
     def __init__(self, w: torch.Tensor, b: Optional[torch.Tensor]):
         self.w, self.b = w, b
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        pred = X @ self.w  # (N, k) @ (k, 1) -> (N, 1)
+        pred = X @ self.w  # (N, k) @ (k, m) -> (N, m)
         return pred + self.b if self.b is not None else pred
 
     def gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str) -> List[torch.Tensor]:
         """Analytic gradients of `loss` with respect to [w, b]: chain rule through ŷ = X·w + b."""
-        g = loss_grad(loss, self(X), y)  # (N, 1)
-        grads = [X.T @ g]  # dL/dw = Xᵀ·dL/dŷ, (k, 1)
+        g = loss_grad(loss, self(X), y)  # (N, m)
+        grads = [X.T @ g]  # dL/dw = Xᵀ·dL/dŷ, (k, m)
         if self.b is not None:
-            grads.append(g.sum(0))  # dL/db = Σ dL/dŷ, (1,)
+            grads.append(g.sum(0))  # dL/db = Σₙ dL/dŷₙ, (m,)
         return grads
 
     def parameters(self) -> List[torch.Tensor]:
@@ -65,11 +65,8 @@ class Line:
 def build(m: Any, in_features: int, out_features: int, dtype: torch.dtype, device: torch.device):
     """The model of config group `model`, sized by the data; initialised from torch's global RNG."""
     if m.name == "line":
-        if out_features != 1:
-            raise UserError(f"model.name='line': fits one target column, the dataset has {out_features}; "
-                            "use model=linear")
-        w = _init((in_features, 1), m.init, m.std, m.value, dtype, device)
-        b = _init((1,), m.init, m.std, m.value, dtype, device) if m.bias else None
+        w = _init((in_features, out_features), m.init, m.std, m.value, dtype, device)
+        b = _init((out_features,), m.init, m.std, m.value, dtype, device) if m.bias else None
         return Line(w, b)
     if m.name == "linear":
         model = nn.Linear(in_features, out_features, bias=m.bias)
@@ -117,7 +114,8 @@ def compute_gradients(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> tor
 
 
 def slope_intercept(model) -> Optional[Tuple[float, float]]:
-    """(w, b) of a one-input, one-output linear model, else None. b is 0 without a bias."""
+    """(w, b) of a one-input, one-output linear model, else None. b is 0 without a bias, as the
+    fitted line then goes through the origin."""
     if isinstance(model, Line):
         w, b = model.w, model.b
     elif isinstance(model, nn.Linear):
