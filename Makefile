@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(PY) -m runner
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import config, tracking
+from runner import config, data, tracking
 from runner.config import Diverged, Terminated, UserError
 
 config.register()
@@ -25,9 +25,10 @@ def task(cfg: DictConfig) -> Optional[float]:
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     if not sweep:
-        try:
-            config.check(cfg)  # a bad value fails here, before torch or mlflow is imported
-        except UserError as e:
+        try:  # bad values and bad CSVs fail here, before torch or mlflow is imported
+            config.check(cfg)
+            data.check(cfg)
+        except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
             FAILED.append(e)
             return None
     from runner import train

@@ -1,24 +1,36 @@
-"""Dataset builders: each returns float tensors X (N, features) and y (N, targets) on the CPU."""
+"""Dataset builders: each returns float tensors X (N, features) and y (N, targets) on the CPU.
+
+CSV parsing needs only numpy, so the CLI can check a file before torch is imported."""
 import csv
+import functools
 import io
+import warnings
 from pathlib import Path
 from typing import Any, Tuple
 
 import numpy as np
-import torch
 
 from runner.config import UserError
 
 MAX_CSV_BYTES = 1 << 30  # refuse absurd files before reading them into memory
 
 
-def build(cfg: Any, seed: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The dataset of `cfg.dataset`, seeded by `seed`."""
+def check(cfg: Any) -> None:
+    """Parse a CSV dataset now (cached), so a bad file fails before any heavy import or run."""
+    d = cfg.dataset
+    if d.name == "csv":
+        load_csv(d.path, d.target, d.delimiter, d.header)
+
+
+def build(cfg: Any, seed: int, dtype) -> Tuple[Any, Any]:
+    """The dataset of `cfg.dataset`, seeded by `seed`, as torch tensors of `dtype`."""
+    import torch
+
     d = cfg.dataset
     gen = torch.Generator().manual_seed(seed)
     if d.name == "csv":
         X, y = load_csv(d.path, d.target, d.delimiter, d.header)
-        return torch.from_numpy(X).to(dtype), torch.from_numpy(y).to(dtype)
+        return torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
     if d.name == "synthetic_linear":
         # d2l's synthetic_data: X ~ N(0, 1), y = X·w + b + N(0, noise²)
         w = torch.tensor(list(d.weights), dtype=torch.float64)
@@ -34,6 +46,13 @@ def build(cfg: Any, seed: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.
 
 def load_csv(path: str, target: Any = None, delimiter: Any = None, header: Any = None):
     """Parse a numeric CSV (numbers only: nothing is evaluated) into X (N, k) and y (N, 1)."""
+    p = Path(path)
+    stamp = (p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None
+    return _load_csv(path, stamp, target, delimiter, header)
+
+
+@functools.lru_cache(maxsize=1)  # check() then build() in one process parse the file once
+def _load_csv(path: str, stamp: Any, target: Any, delimiter: Any, header: Any):
     text = _read_text(path)
     sample = text[:65536]
     if delimiter is None:
@@ -50,7 +69,9 @@ def load_csv(path: str, target: Any = None, delimiter: Any = None, header: Any =
     col = _target_index(path, target, names, data.shape[1])
     y = data[:, col:col + 1]
     X = np.delete(data, col, axis=1)
-    return np.ascontiguousarray(X), np.ascontiguousarray(y)
+    X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
+    X.flags.writeable = y.flags.writeable = False  # cached: shared by every caller
+    return X, y
 
 
 def _read_text(path: str) -> str:
@@ -98,8 +119,10 @@ def _is_number(s: str) -> bool:
 def _parse_numbers(path: str, text: str, delimiter: str, skip: int) -> np.ndarray:
     """numpy parses; on failure we find the offending line and column ourselves, for the message."""
     try:
-        data = np.loadtxt(io.StringIO(text), delimiter=None if delimiter == " " else delimiter,
-                          skiprows=skip, ndmin=2, dtype=np.float64, encoding=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": we say it better below
+            data = np.loadtxt(io.StringIO(text), delimiter=None if delimiter == " " else delimiter,
+                              skiprows=skip, ndmin=2, dtype=np.float64, encoding=None)
     except ValueError:
         raise UserError(_locate_bad_cell(path, text, delimiter, skip)) from None
     if data.size == 0:

@@ -52,6 +52,7 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     Diverged when the loss blows up; either way the MLflow run is closed, never left RUNNING."""
     job = job or Job()
     check(cfg)
+    data.check(cfg)  # a bad CSV fails before a run exists
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     uri = tracking.resolve_uri(cfg.tracking.uri, job.launch_dir)
     client, experiment_id = tracking.connect(uri, cfg.experiment_name)

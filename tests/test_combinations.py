@@ -1,0 +1,39 @@
+"""Every option of every group with every other, on the CPU, a few epochs each."""
+import itertools
+import math
+
+import pytest
+
+from conftest import all_runs, make_cfg
+from runner import train
+
+DATASETS = {"csv": None, "synthetic_linear": ["dataset.n_samples=40"],
+            "random_mlp": ["dataset.n_samples=16", "dataset.in_features=8", "dataset.out_features=3"]}
+MODELS = ["line", "linear", "mlp"]
+OPTIMS = ["gd", "sgd", "minibatch", "adam"]
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("csv") / "three_columns.csv"
+    rows = [f"{i / 10},{(i % 7) / 3},{0.5 * i / 10 - (i % 7) / 6 + 1}" for i in range(30)]
+    path.write_text("a,b,target\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("dataset,model,optim", list(itertools.product(DATASETS, MODELS, OPTIMS)))
+def test_every_combination_trains_and_logs(dataset, model, optim, csv_path, shared_store):
+    extra = DATASETS[dataset] or [f"dataset.path={csv_path}"]
+    cfg = make_cfg(f"dataset={dataset}", f"model={model}", f"optim={optim}", "device=cpu", "epochs=3",
+                   "lr=0.001", f"tracking.uri={shared_store}", f"run_name={dataset}-{model}-{optim}", *extra)
+    result = train.run(cfg)
+    assert result.status == "FINISHED"
+    assert [s for s, _ in result.curve] == [0, 1, 2, 3]
+    assert all(math.isfinite(v) for _, v in result.curve)
+
+
+def test_the_combinations_left_one_finished_run_each(shared_store):
+    names = {r.info.run_name: r.info.status for r in all_runs(shared_store)}
+    expected = {f"{d}-{m}-{o}" for d, m, o in itertools.product(DATASETS, MODELS, OPTIMS)}
+    assert expected <= set(names)
+    assert {names[n] for n in expected} == {"FINISHED"}

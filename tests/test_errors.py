@@ -1,0 +1,189 @@
+"""Bad input, divergence, interruption, unreachable stores: one line, the right exit code, and
+an intact store with no run left RUNNING. Every case runs the real CLI in a subprocess."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import all_runs, cli, client_for
+
+
+def assert_one_line(out, code, *needles):
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == code, (out.returncode, out.stderr[-2000:])
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def assert_nothing_running(uri):
+    assert all(r.info.status != "RUNNING" for r in all_runs(uri))
+
+
+BAD_CONFIG = [
+    (["model=foo"], ["model=foo", "line, linear, mlp"]),
+    (["optim=newton"], ["optim=newton", "adam, gd, minibatch, sgd"]),
+    (["lr=abc"], ["lr", "'abc'"]),
+    (["lr=0"], ["lr=0.0", "> 0"]),
+    (["lr=-1"], ["lr=-1.0", "> 0"]),
+    (["lr=inf"], ["lr=inf", "finite"]),
+    (["epochs=0"], ["epochs=0", ">= 1"]),
+    (["epochs=2.5"], ["epochs", "2.5"]),
+    (["optim=minibatch", "optim.batch_size=0"], ["optim.batch_size=0", ">= 1"]),
+    (["model=mlp", "model.hidden=0"], ["model.hidden=0", ">= 1"]),
+    (["dataset.noise=-1"], ["dataset.noise=-1.0", ">= 0"]),
+    (["dataset.n_samples=0"], ["dataset.n_samples=0", ">= 1"]),
+    (["log_every=0"], ["log_every=0", ">= 1"]),
+    (["loss=l1"], ["loss", "'l1'", "mse, sse, half_mse"]),
+    (["dtype=float16"], ["dtype", "float16", "float32, float64"]),
+    (["dataset.nope=1"], ["dataset.nope"]),
+    (["dataset=csv"], ["dataset.path", "required"]),
+    (["model.init=xavier"], ["model.init='xavier'", "default, normal, zeros"]),
+    (["optim=adam", "optim.betas=[0.9]"], ["optim.betas", "two numbers"]),
+    (["optim=sgd", "optim.momentum=1.5"], ["optim.momentum=1.5", "[0, 1)"]),
+    (["dataset.weights=[]"], ["dataset.weights", "at least one"]),
+    (["experiment=nope"], ["experiment=nope", "csv_linreg"]),
+    (["device.index=-1"], ["device.index=-1"]),
+    (["experiment_name= "], ["experiment_name"]),
+]
+
+
+@pytest.mark.parametrize("args,needles", BAD_CONFIG, ids=[" ".join(a) for a, _ in BAD_CONFIG])
+def test_bad_config_is_one_line_exit_2_and_no_run(args, needles, tmp_path):
+    out = cli(*args, cwd=tmp_path)
+    assert_one_line(out, 2, "error: ", *needles)
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any store or run was touched
+
+
+LONG = "1," * 300_000 + "1\n"
+BAD_CSV = {
+    "missing": (None, ["no such file"]),
+    "directory": ("DIR", ["not a file"]),
+    "empty": ("", ["empty file"]),
+    "blank_lines": ("\n\n  \n", ["empty file"]),
+    "header_only": ("x,y\n", ["no data rows", "header only"]),
+    "letters": ("x,y\n1,2\n3,abc\n", ["line 3, column 2", "'abc' is not a number"]),
+    "code": ("x,y\n1,__import__('os').system('touch PWNED')\n", ["line 2, column 2", "not a number"]),
+    "nan": ("x,y\n1,2\nnan,4\n", ["line 3, column 1", "not a finite number"]),
+    "inf": ("x,y\n1,2\n3,inf\n5,6\n", ["line 3, column 2", "not a finite number"]),
+    "ragged": ("x,y\n1,2\n3,4,5\n", ["line 3", "ragged"]),
+    "one_column": ("y\n1\n2\n3\n", ["at least two columns"]),
+    "binary": (b"\x89PNG\r\n\x1a\n\0\0\0IHDR", ["binary"]),
+    "latin1": ("x,y\n1,2\ncaf\xe9,3\n".encode("latin-1"), ["line 3", "not UTF-8"]),
+    "long_line": ("x,y\n1,2\n" + LONG, ["line 3", "columns"]),
+    "bad_target": ("x,y\n1,2\n2,4\n", ["dataset.target='z'", "columns: x, y"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CSV))
+def test_bad_csv_is_one_line_naming_the_file(case, tmp_path):
+    content, needles = BAD_CSV[case]
+    path = tmp_path / "data.csv"
+    if content == "DIR":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    extra = ["dataset.target=z"] if case == "bad_target" else []
+    out = cli("experiment=csv_linreg", f"dataset.path={path}", *extra, cwd=tmp_path)
+    assert_one_line(out, 2, "error: ", "data.csv" if case != "bad_target" else "", *needles)
+    assert not (tmp_path / "PWNED").exists()
+    assert not (tmp_path / "mlflow.db").exists()  # checked before torch, mlflow or any run
+
+
+def test_divergence_fails_the_run_at_that_epoch_and_keeps_the_points(tmp_path):
+    out = cli("lr=100", "epochs=50", cwd=tmp_path)
+    line = assert_one_line(out, 1, "diverged at epoch", "marked FAILED")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    [run] = all_runs(uri)
+    assert run.info.status == "FAILED" and run.info.run_id in line
+    tags = run.data.tags
+    epoch = int(tags["runner.failed_epoch"])
+    assert tags["runner.failure"] == "diverged" and 1 <= epoch < 50
+    assert tags["runner.failed_value"] in ("inf", "nan", "-inf")
+    steps = [m.step for m in client_for(uri).get_metric_history(run.info.run_id, "loss")]
+    assert steps == list(range(epoch))  # every finite point before the blow-up is kept
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_absent_device_is_one_line_and_a_failed_run(tmp_path):
+    out = cli("device=cuda", "epochs=2", cwd=tmp_path)
+    assert_one_line(out, 2, "device.name='cuda'", "no CUDA GPU", "marked FAILED")
+    [run] = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert run.info.status == "FAILED" and run.data.tags["runner.failure"] == "bad_input"
+
+
+@pytest.mark.parametrize("uri,needles", [
+    ("http://127.0.0.1:9", ["no MLflow server", "127.0.0.1:9"]),
+    ("./mlruns", ["not a usable store", "sqlite:///"]),
+    ("sqlite://", ["in-memory or empty"]),
+    ("sqlite:////no/such/folder/mlflow.db", ["does not exist"]),
+    ("nonsense://x", ["not a usable store"]),
+])
+def test_bad_tracking_uri_fails_fast_with_one_line(uri, needles, tmp_path):
+    for env in ({}, {"MLFLOW_TRACKING_URI": uri}):
+        args = ["epochs=2"] + ([] if env else [f"tracking.uri={uri}"])
+        start = time.monotonic()
+        out = cli(*args, cwd=tmp_path, env=env)
+        assert time.monotonic() - start < 15  # MLflow alone retries for minutes
+        assert_one_line(out, 2, "tracking.uri=", *needles)
+
+
+def test_corrupt_store_is_a_clear_error_and_left_alone(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database" * 10)
+    out = cli("epochs=2", cwd=tmp_path)
+    assert_one_line(out, 2, "not an SQLite database")
+    assert db.read_bytes() == b"this is not a database" * 10
+
+
+def _start_and_signal(tmp_path, sig):
+    """Start a long run, wait until it is RUNNING with points stored, then send `sig`."""
+    cmd = [sys.executable, "-m", "runner", "model=mlp", "dataset=random_mlp", "dataset.n_samples=256",
+           "optim=adam", "lr=1e-4", "epochs=1000000", "log_every=1"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    db = tmp_path / "mlflow.db"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:  # read-only look: is it training yet?
+                    if con.execute("select count(*) from runs where status='RUNNING'").fetchone()[0]:
+                        break
+            except sqlite3.Error:
+                pass
+    time.sleep(6.5)  # past one 5 s flush, so some points are stored before the signal too
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, err, f"sqlite:///{db}"
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interruption_ends_killed_with_points_kept(sig, code, tmp_path):
+    rc, err, uri = _start_and_signal(tmp_path, sig)
+    assert rc == code, err
+    assert "Traceback" not in err and "KILLED" in err
+    [run] = all_runs(uri)
+    assert run.info.status == "KILLED"
+    steps = [m.step for m in client_for(uri).get_metric_history(run.info.run_id, "loss")]
+    assert len(steps) > 5 and sorted(steps) == list(range(len(steps)))  # nothing lost, no gaps
+
+
+def test_secrets_in_the_environment_are_never_logged(tmp_path):
+    secret = "s3cr3t-token-value"
+    out = cli("experiment=gd_vs_sgd", "epochs=2", cwd=tmp_path,
+              env={"MY_API_TOKEN": secret, "AWS_SECRET_ACCESS_KEY": secret})
+    assert out.returncode == 0, out.stderr
+    [run] = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = list(run.data.params.items()) + list(run.data.tags.items())
+    assert not any(secret in f"{k}={v}" for k, v in logged)

@@ -1,0 +1,102 @@
+"""What a run leaves in MLflow, read back with MlflowClient from a real sqlite store."""
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT, all_runs, cli, client_for, make_cfg
+from runner import train
+
+
+def write_csv(path, n=30):
+    path.write_text("x,y\n" + "".join(f"{i / n},{3 * i / n + 1}\n" for i in range(n)))
+    return path
+
+
+def test_cli_run_record_params_metrics_tags_artifacts(tmp_path):
+    csv = write_csv(tmp_path / "data.csv")
+    out = cli("experiment=csv_linreg", f"dataset.path={csv}", "epochs=20", "log_every=5", "lr=0.1",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the default store: ./mlflow.db in the launch dir
+    [run] = all_runs(uri, "csv_linreg")
+    c = client_for(uri)
+    assert run.info.status == "FINISHED"
+
+    p = run.data.params
+    assert p["lr"] == "0.1" and p["epochs"] == "20" and p["optim.name"] == "gd"
+    assert p["model.name"] == "line" and p["dataset.name"] == "csv" and p["device.name"] == "auto"
+    assert p["optim.batch_size"] == "None" and p["dataset.path"] == str(csv) and p["dtype"] == "float64"
+    assert not any(k.startswith("tracking") for k in p)
+
+    steps = {k: [m.step for m in c.get_metric_history(run.info.run_id, k)] for k in ("loss", "w", "b")}
+    assert steps == {k: [0, 5, 10, 15, 20] for k in ("loss", "w", "b")}
+    assert set(run.data.metrics) == {"loss", "w", "b", "final_loss", "train_seconds"}
+    assert run.data.metrics["final_loss"] == run.data.metrics["loss"] < 1.0
+
+    t = run.data.tags
+    assert (t["runner.dataset"], t["runner.model"], t["runner.optim"], t["runner.device"]) == (
+        "csv", "line", "gd", "auto")
+    assert t["runner.device_resolved"] == "cpu"
+    assert t["runner.torch_version"] == torch.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert t["mlflow.source.git.commit"] == head.stdout.strip()
+
+    names = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert names == {"config.yaml", "overrides.yaml", "loss_curve.png", "fit.png", "model.pt"}
+    state = torch.load(c.download_artifacts(run.info.run_id, "model.pt", str(tmp_path)), weights_only=True)
+    assert set(state) == {"w", "b"} and state["w"].dtype == torch.float64
+    assert float(state["w"].reshape(())) == run.data.metrics["w"]
+    overrides = open(c.download_artifacts(run.info.run_id, "overrides.yaml", str(tmp_path))).read()
+    assert "epochs=20" in overrides and "experiment=csv_linreg" in overrides
+
+    last = out.stdout.strip().splitlines()[-1]
+    assert run.info.run_id in last and "final_loss=" in last and "experiment=csv_linreg" in last
+
+
+def test_log_every_always_includes_the_last_epoch(shared_store):
+    result = train.run(make_cfg("epochs=7", "log_every=3", f"tracking.uri={shared_store}"))
+    assert [s for s, _ in result.curve] == [0, 3, 6, 7]
+    hist = client_for(shared_store).get_metric_history(result.run_id, "loss")
+    assert sorted(m.step for m in hist) == [0, 3, 6, 7]
+
+
+def test_store_resolution_order(tmp_path, monkeypatch):
+    from runner.tracking import resolve_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_uri(None, str(tmp_path)) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////x/env.db")
+    assert resolve_uri(None, str(tmp_path)) == "sqlite:////x/env.db"
+    assert resolve_uri("http://127.0.0.1:5000", str(tmp_path)) == "http://127.0.0.1:5000"
+
+
+def test_env_store_is_used_when_no_override(tmp_path):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    out = cli("experiment=gd_vs_sgd", "epochs=2", cwd=tmp_path,
+              env={"MLFLOW_TRACKING_URI": f"sqlite:///{other / 'env.db'}"})
+    assert out.returncode == 0, out.stderr
+    assert (other / "env.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert [r.info.status for r in all_runs(f"sqlite:///{other / 'env.db'}")] == ["FINISHED"]
+
+
+def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['runner'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('runner', run_name='__main__')\n"
+             "except SystemExit as e:\n    assert not e.code, e.code\n"
+             "heavy = [m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules]\n"
+             "print('HEAVY', heavy)\n")
+    for args in (["--help"], ["--cfg", "job"], ["--cfg", "job", "model=mlp", "optim=adam"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "HEAVY []" in out.stdout, (args, out.stdout[-300:])
+    helped = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60).stdout
+    for line in ("dataset: csv, random_mlp, synthetic_linear", "model: line, linear, mlp",
+                 "optim: adam, gd, minibatch, sgd", "device: auto, cpu, cuda, mps"):
+        assert line in helped
+    assert "csv_linreg" in helped and "gd_vs_sgd" in helped
