@@ -61,9 +61,12 @@ def task(cfg: DictConfig) -> Optional[float]:
 
 def one_line(e: BaseException) -> str:
     """The user-facing line for an error: the key, the value and what is allowed."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    if isinstance(e, OverrideParseException):
+        msg = " ".join(str(e).split("See https://")[0].split())
+        return f"{e.override}: cannot parse this override ({msg}); quote odd values: key='value'"
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options is not None:
         group, _, option = e.missing_cfg_file.rpartition("/")
         return f"{group}={option}: unknown option; choose one of {', '.join(sorted(e.options))}"
