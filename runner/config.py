@@ -32,6 +32,7 @@ class Loss(Enum):
     mse = "mse"  # mean of squared errors
     sse = "sse"  # sum of squared errors
     half_mse = "half_mse"  # mean of (ŷ-y)²/2, as in the d2l book
+    cross_entropy = "cross_entropy"  # softmax cross-entropy, for classification
 
 
 class DType(Enum):
@@ -47,6 +48,8 @@ class CsvDataset:
     target: Optional[str] = None  # column name or index (negative counts from the end); None: last
     delimiter: Optional[str] = None  # None: detected
     header: Optional[bool] = None  # None: detected
+    task: str = "regression"  # regression | classification (the target holds labels 0..K-1)
+    test_fraction: float = 0.0  # held out for test_accuracy / test_loss
 
 
 @dataclass
@@ -64,6 +67,12 @@ class RandomMlpDataset:
     n_samples: int = 64
     in_features: int = 1000
     out_features: int = 10
+
+
+@dataclass
+class DigitsDataset:
+    name: str = "digits"  # scikit-learn's 8x8 handwritten digits, 1797 images, 10 classes
+    test_fraction: float = 0.2
 
 
 # ---- model ---------------------------------------------------------------------------------
@@ -153,6 +162,9 @@ class Config:
     log_every: int = 1
     experiment_name: str = "runner"
     run_name: Optional[str] = None  # None: derived from the overrides
+    engine: str = "torch"  # torch | numpy (line or mlp with gd, no torch imported at all)
+    check_grad: bool = False  # compare hand-written gradients with a reference, first and last step
+    check_grad_tol: float = 1e-6  # largest relative difference allowed before the run fails
     resume: bool = False  # in a sweep: skip jobs whose identical config already FINISHED
     debug: bool = False  # show tracebacks instead of one-line errors
 
@@ -166,7 +178,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, nodes in {
-        "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset],
+        "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset, DigitsDataset],
         "model": [LineModel, LinearModel, MlpModel],
         "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim],
     }.items():
@@ -178,6 +190,16 @@ def register() -> None:
 # ---- range checks --------------------------------------------------------------------------
 INITS = {"line": ("zeros", "normal", "constant"), "linear": ("default", "normal", "zeros"),
          "mlp": ("default", "normal")}
+
+
+def _check_engine(cfg: Any, classify: bool) -> None:
+    _require(cfg.engine in ("torch", "numpy"), "engine", cfg.engine, "must be torch or numpy")
+    if cfg.engine == "numpy":
+        _require(cfg.model.name in ("line", "mlp"), "model", cfg.model.name, "engine=numpy runs line or mlp")
+        _require(cfg.optim.name == "gd", "optim", cfg.optim.name, "engine=numpy runs gd only")
+        _require(not cfg.optim.shuffle, "optim.shuffle", True, "engine=numpy takes batches in order")
+        _require(not classify, "loss", cfg.loss.value, "engine=numpy runs regression losses only")
+        _require(cfg.device.name in ("auto", "cpu"), "device", cfg.device.name, "engine=numpy runs on the CPU")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -199,8 +221,18 @@ def check(cfg: Any) -> None:
         _require(bool(d.path), "dataset.path", d.path, "must name a CSV file")
         _require(d.delimiter is None or len(d.delimiter) == 1, "dataset.delimiter", d.delimiter,
                  "must be one character (or null to detect it)")
-    else:
+        _require(d.task in ("regression", "classification"), "dataset.task", d.task,
+                 "must be regression or classification")
+    if "test_fraction" in d:
+        _require(0 <= d.test_fraction < 1, "dataset.test_fraction", d.test_fraction, "must be in [0, 1)")
+    if "n_samples" in d:
         _require(d.n_samples >= 1, "dataset.n_samples", d.n_samples, "must be an integer >= 1")
+    classify = d.name == "digits" or (d.name == "csv" and d.task == "classification")
+    if classify != (cfg.loss == Loss.cross_entropy):
+        _require(False, "loss", cfg.loss.value, "classification (dataset=digits or dataset.task="
+                 "classification) takes loss=cross_entropy, regression mse, sse or half_mse")
+    _check_engine(cfg, classify)
+    _require(cfg.check_grad_tol > 0, "check_grad_tol", cfg.check_grad_tol, "must be > 0")
     if d.name == "synthetic_linear":
         _require(d.noise >= 0 and math.isfinite(d.noise), "dataset.noise", d.noise,
                  "must be a finite number >= 0")

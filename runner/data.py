@@ -1,12 +1,15 @@
-"""Dataset builders: each returns float tensors X (N, features) and y (N, targets) on the CPU.
+"""Dataset builders, in numpy so that both engines (torch and numpy) train on the same numbers.
 
+build() returns a Dataset: X (N, features) float64 and y, either (N, targets) float64 for
+regression or (N,) int64 class labels for classification, plus an optional held-out test split.
 CSV parsing needs only numpy, so the CLI can check a file before torch is imported."""
 import csv
 import functools
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -15,33 +18,80 @@ from runner.config import UserError
 MAX_CSV_BYTES = 1 << 30  # refuse absurd files before reading them into memory
 
 
+@dataclass
+class Dataset:
+    X: np.ndarray
+    y: np.ndarray
+    X_test: Optional[np.ndarray] = None
+    y_test: Optional[np.ndarray] = None
+    n_classes: int = 0  # 0: regression
+
+    @property
+    def out_features(self) -> int:
+        return self.n_classes or self.y.shape[1]
+
+
+def is_classification(d: Any) -> bool:
+    return d.name == "digits" or (d.name == "csv" and d.task == "classification")
+
+
 def check(cfg: Any) -> None:
     """Parse a CSV dataset now (cached), so a bad file fails before any heavy import or run."""
     d = cfg.dataset
     if d.name == "csv":
-        load_csv(d.path, d.target, d.delimiter, d.header)
+        X, y = load_csv(d.path, d.target, d.delimiter, d.header)
+        if d.task == "classification":
+            _labels(d.path, y)
+        if d.test_fraction and round(len(X) * d.test_fraction) in (0, len(X)):
+            raise UserError(f"dataset.test_fraction={d.test_fraction}: leaves no rows for "
+                            f"{'test' if len(X) * d.test_fraction < 1 else 'training'} ({len(X)} rows)")
 
 
-def build(cfg: Any, seed: int, dtype) -> Tuple[Any, Any]:
-    """The dataset of `cfg.dataset`, seeded by `seed`, as torch tensors of `dtype`."""
-    import torch
-
+def build(cfg: Any, seed: int) -> Dataset:
+    """The dataset of `cfg.dataset`; random ones drawn from numpy's generator seeded by `seed`."""
     d = cfg.dataset
-    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     if d.name == "csv":
         X, y = load_csv(d.path, d.target, d.delimiter, d.header)
-        return torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
+        if d.task == "classification":
+            labels = _labels(d.path, y)
+            return _split(X, labels, d.test_fraction, rng, int(labels.max()) + 1)
+        return _split(X, y, d.test_fraction, rng, 0)
     if d.name == "synthetic_linear":
         # d2l's synthetic_data: X ~ N(0, 1), y = X·w + b + N(0, noise²)
-        w = torch.tensor(list(d.weights), dtype=torch.float64)
-        X = torch.randn(d.n_samples, len(w), generator=gen, dtype=torch.float64)
-        y = X @ w + d.bias + d.noise * torch.randn(d.n_samples, generator=gen, dtype=torch.float64)
-        return X.to(dtype), y.reshape(-1, 1).to(dtype)
+        w = np.asarray(list(d.weights), dtype=np.float64)
+        X = rng.standard_normal((d.n_samples, len(w)))
+        y = X @ w + d.bias + d.noise * rng.standard_normal(d.n_samples)
+        return Dataset(X, y.reshape(-1, 1))
     if d.name == "random_mlp":
-        X = torch.randn(d.n_samples, d.in_features, generator=gen, dtype=dtype)
-        y = torch.randn(d.n_samples, d.out_features, generator=gen, dtype=dtype)
-        return X, y
-    raise UserError(f"dataset.name={d.name!r}: must be one of csv, synthetic_linear, random_mlp")
+        X = rng.standard_normal((d.n_samples, d.in_features))
+        return Dataset(X, rng.standard_normal((d.n_samples, d.out_features)))
+    if d.name == "digits":
+        from sklearn.datasets import load_digits  # shipped with scikit-learn: no download
+
+        X, y = load_digits(return_X_y=True)
+        return _split(X / 16.0, y.astype(np.int64), d.test_fraction, rng, 10)  # pixels 0..16 -> 0..1
+    raise UserError(f"dataset.name={d.name!r}: must be one of csv, synthetic_linear, random_mlp, digits")
+
+
+def _split(X, y, test_fraction: float, rng, n_classes: int) -> Dataset:
+    """A seeded random train/test split; no split when test_fraction is 0."""
+    n_test = round(len(X) * test_fraction)
+    if n_test == 0:
+        return Dataset(X, y, n_classes=n_classes)
+    order = rng.permutation(len(X))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset(X[train], y[train], X[test], y[test], n_classes)
+
+
+def _labels(path: str, y: np.ndarray) -> np.ndarray:
+    """Class labels from a target column: whole numbers 0..K-1."""
+    labels = y[:, 0]
+    bad = labels[(labels != np.round(labels)) | (labels < 0)]
+    if len(bad):
+        raise UserError(f"dataset.path={path!r}: the target column holds {bad[0]!r}; class labels "
+                        "must be whole numbers 0, 1, 2, ... (dataset.task=classification)")
+    return labels.astype(np.int64)
 
 
 def load_csv(path: str, target: Any = None, delimiter: Any = None, header: Any = None):

@@ -14,6 +14,8 @@ from runner.config import UserError
 
 # ---- losses: value and dL/dŷ side by side ----------------------------------------------------
 def loss_value(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if name == "cross_entropy":  # y holds class labels (N,)
+        return torch.nn.functional.cross_entropy(pred, y)
     se = (pred - y).square()
     if name == "mse":
         return se.mean()
@@ -26,6 +28,10 @@ def loss_value(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def loss_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dL/dŷ, the same shape as pred."""
+    if name == "cross_entropy":  # softmax(ŷ) - onehot(y), averaged over the batch
+        g = torch.softmax(pred, dim=1)
+        g[torch.arange(len(y), device=y.device), y] -= 1.0
+        return g / len(y)
     r = pred - y
     if name == "mse":
         return r * (2.0 / r.numel())
@@ -33,7 +39,7 @@ def loss_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 2.0 * r
     if name == "half_mse":
         return r / r.numel()
-    raise UserError(f"loss={name!r}: must be one of mse, sse, half_mse")
+    raise UserError(f"loss={name!r}: must be one of mse, sse, half_mse, cross_entropy")
 
 
 # ---- the hand-written line -------------------------------------------------------------------
@@ -125,3 +131,50 @@ def slope_intercept(model) -> Optional[Tuple[float, float]]:
     if w.numel() != 1:
         return None
     return float(w.reshape(())), float(b.reshape(())) if b is not None else 0.0
+
+
+# ---- instruments: gradient check and the closed-form optimum ----------------------------------
+def gradient_check(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Largest relative difference, in float64, between a hand-written gradient and autograd:
+    line's analytic gradients, or for torch models the numpy engine's hand-written backprop."""
+    import copy
+
+    X64 = X.detach().double().cpu()
+    y64 = y.cpu() if y.dtype == torch.long else y.detach().double().cpu()
+    if isinstance(model, Line):
+        leaves = [p.detach().double().cpu().requires_grad_() for p in model.parameters()]
+        twin = Line(leaves[0], leaves[1] if model.b is not None else None)
+        with torch.no_grad():
+            hand = twin.gradients(X64, y64, loss)
+    else:
+        twin = copy.deepcopy(model).double().cpu()
+        leaves = list(twin.parameters())
+        hand = _backprop_by_hand(twin, X64, y64, loss)
+    auto = torch.autograd.grad(loss_value(loss, twin(X64), y64), leaves)
+    return max(float((h - a).abs().max() / a.abs().max().clamp_min(1e-12)) for h, a in zip(hand, auto))
+
+
+def _backprop_by_hand(model, X: torch.Tensor, y: torch.Tensor, loss: str) -> List[torch.Tensor]:
+    """The numpy engine's hand-written gradients of a linear or Linear-ReLU-Linear model, returned
+    in torch's parameter order and layout (its weights are the transpose: x·w)."""
+    from runner import numpy_engine
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    names = [("w", "b")] if len(layers) == 1 else [("w1", "b1"), ("w2", "b2")]
+    p = {}
+    for layer, (w, b) in zip(layers, names):
+        p[w] = layer.weight.detach().numpy().T
+        if layer.bias is not None:
+            p[b] = layer.bias.detach().numpy()
+    grads = numpy_engine.gradients(p, X.numpy(), y.numpy(), loss)
+    return [torch.from_numpy(grads[k].T if k.startswith("w") else grads[k]) for k in p]
+
+
+def optimal_loss(X: torch.Tensor, y: torch.Tensor, bias: bool, loss: str) -> float:
+    """The least-squares optimum of a linear model, solved once (torch.linalg.lstsq, float64)."""
+    A = X.detach().double().cpu()
+    if bias:
+        A = torch.cat([A, torch.ones(len(A), 1, dtype=A.dtype)], dim=1)  # the bias is a ones column
+    Y = y.detach().double().cpu()
+    coef = torch.linalg.lstsq(A, Y, driver="gelsd").solution  # gelsd: fine when rank-deficient
+    return loss_value(loss, A @ coef, Y).item()

@@ -1,6 +1,6 @@
 """PNGs: a run's loss curve, the data with the fitted line, and a sweep's overlaid curves."""
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import matplotlib
 
@@ -53,3 +53,32 @@ def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def trajectory(path: List[Tuple[float, float]], out: Path, title: str) -> None:
+    """The parameter's path over the loss, as the textbooks draw gradient descent: (w, loss)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ws, losses = zip(*path)
+    ax.plot(ws, losses, marker=".", alpha=0.7)
+    ax.scatter([ws[0]], [losses[0]], color="C2", zorder=3, label="start")
+    ax.scatter([ws[-1]], [losses[-1]], color="C3", zorder=3, label="end")
+    _log_scale_if_positive(ax, losses)
+    ax.set(xlabel="w", ylabel="loss", title=title)
+    ax.legend()
+    _save(fig, out)
+
+
+def confusion(true, predicted, n_classes: int, out: Path, title: str) -> None:
+    """Counts of (true class, predicted class)."""
+    import numpy as np
+
+    counts = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(counts, (true, predicted), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), c in np.ndenumerate(counts):
+        if c:
+            ax.text(j, i, str(c), ha="center", va="center", fontsize=7,
+                    color="white" if c > counts.max() / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title, xticks=range(n_classes), yticks=range(n_classes))
+    _save(fig, out)

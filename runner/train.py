@@ -1,4 +1,7 @@
-"""run(cfg): build data, model and optimizer on the device, train in one loop, track it all."""
+"""run(cfg): build data, model and optimizer on the device, train in one loop, track it all.
+
+torch is imported inside the torch loop, not at the top: engine=numpy must run without it.
+"""
 import math
 import platform
 import subprocess
@@ -7,13 +10,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import torch
+import numpy as np
 from omegaconf import OmegaConf
 
-from runner import data, devices, models, optim, plots, tracking
-from runner.config import Diverged, check
+from runner import data, plots, tracking
+from runner.config import Diverged, UserError, check
 
 
 @dataclass
@@ -36,15 +39,27 @@ class Result:
     experiment: str
     curve: List[Tuple[int, float]]
     train_seconds: float = 0.0
+    extra: Dict[str, float] = field(default_factory=dict)  # gap, test_accuracy, grad_check
 
     def summary(self, cfg: Any) -> str:
-        return (f"{self.status.lower()}: final_loss={self.final_loss:.6g} dataset={cfg.dataset.name} "
+        extra = "".join(f" {k}={v:.6g}" for k, v in self.extra.items())
+        return (f"{self.status.lower()}: final_loss={self.final_loss:.6g}{extra} dataset={cfg.dataset.name} "
                 f"model={cfg.model.name} optim={cfg.optim.name} lr={cfg.lr:g} epochs={cfg.epochs} "
-                f"train_seconds={self.train_seconds:.3f} run={self.run_id} "
-                f"experiment={self.experiment}")
+                f"train_seconds={self.train_seconds:.3f} run={self.run_id} experiment={self.experiment}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Trace:
+    """What the loop hands back besides the metrics: for the summary and the plots."""
+    curve: List[Tuple[int, float]] = field(default_factory=list)  # (epoch, loss)
+    path: List[Tuple[float, float]] = field(default_factory=list)  # (w, loss), one-input lines
+    line: Optional[Tuple[float, float]] = None  # final (w, b) of a one-input line
+    labels: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (true, predicted), classification
+    state: Dict[str, Any] = field(default_factory=dict)  # the weights
+    extra: Dict[str, float] = field(default_factory=dict)
 
 
 def run(cfg: Any, job: Optional[Job] = None) -> Result:
@@ -62,65 +77,162 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         if done is not None:
             return Result("SKIPPED", done.data.metrics.get("final_loss", math.nan), done.info.run_id,
                           done.info.run_name, cfg.experiment_name, [])
-    tags = _tags(cfg, digest, job)
-    mlrun = tracking.Run(client, experiment_id, cfg.run_name or job.default_name, tags)
+    mlrun = tracking.Run(client, experiment_id, cfg.run_name or job.default_name, _tags(cfg, digest, job))
     try:
         mlrun.log_params(tracking.flatten({k: v for k, v in resolved.items() if k != "tracking"}))
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
             (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(list(job.overrides)))
             mlrun.log_artifacts(tmp)
-        result = train(cfg, resolved, mlrun, job)
+        dataset = data.build(cfg, cfg.seed)
+        loop = numpy_train if cfg.engine == "numpy" else torch_train
+        start = time.perf_counter()
+        trace = loop(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, job)
+        seconds = time.perf_counter() - start
+        final_loss = trace.curve[-1][1]
+        mlrun.log("final_loss", final_loss, cfg.epochs)
+        mlrun.log("train_seconds", seconds, cfg.epochs)
+        _artifacts(mlrun, trace, dataset, cfg.engine)
     except BaseException as e:
         mlrun.end(e)
         e.run_id = mlrun.id  # the error message names the run it closed
         raise
     mlrun.end()
-    return result
+    return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, seconds,
+                  trace.extra)
 
 
-def train(cfg: Any, resolved: dict, mlrun: "tracking.Run", job: Job) -> Result:
-    """The loop: epochs of batches; the whole-set loss (and w, b) every `log_every` epochs."""
+Log = Callable[[str, float, int], None]
+
+
+def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags, job: Job) -> Trace:
+    """The loop: epochs of batches; the whole-set loss (and w, b, accuracy, gap) every
+    `log_every` epochs and at the last."""
+    import torch
+
+    from runner import devices, models, optim
+
     torch.manual_seed(cfg.seed)
     dtype = getattr(torch, resolved["dtype"])
     device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num)
-    mlrun.set_tags({"runner.device_resolved": devices.describe(device)})
-    X, y = data.build(cfg, cfg.seed, dtype)
-    X, y = X.to(device), y.to(device)  # X (N, in_features), y (N, out_features)
-    model = models.build(cfg.model, X.shape[1], y.shape[1], dtype, device)
-    params = list(model.parameters())
-    optimizer = optim.build(cfg.optim, params, cfg.lr)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream: data has `seed`
-    curve: List[Tuple[int, float]] = []
+    set_tags({"runner.device_resolved": devices.describe(device)})
+    X, y, X_test, y_test = (_tensor(a, dtype, device) for a in
+                            (dataset.X, dataset.y, dataset.X_test, dataset.y_test))
+    model = models.build(cfg.model, X.shape[1], dataset.out_features, dtype, device)
+    optimizer = optim.build(cfg.optim, list(model.parameters()), cfg.lr)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream, apart from init's
+    loss = resolved["loss"]
+    optimum = _optimum(cfg, lambda: models.optimal_loss(X, y, cfg.model.bias, loss), log)
+    trace = Trace()
 
     def record(epoch: int) -> None:
         with torch.no_grad():
-            value = models.loss_value(resolved["loss"], model(X), y).item()
-        if not math.isfinite(value):
-            raise Diverged(epoch, "loss", value)
-        curve.append((epoch, value))
-        mlrun.log("loss", value, epoch)
-        line = models.slope_intercept(model)
-        if line is not None:
-            mlrun.log("w", line[0], epoch)
-            mlrun.log("b", line[1], epoch)
+            pred = model(X)
+            value = models.loss_value(loss, pred, y).item()
+            if not math.isfinite(value):
+                raise Diverged(epoch, "loss", value)
+            _record_point(trace, log, epoch, value, models.slope_intercept(model), optimum)
+            if dataset.n_classes:
+                log("accuracy", (pred.argmax(1) == y).double().mean().item(), epoch)
+                if X_test is not None:
+                    test_pred = model(X_test)
+                    log("test_loss", models.loss_value(loss, test_pred, y_test).item(), epoch)
+                    log("test_accuracy", (test_pred.argmax(1) == y_test).double().mean().item(), epoch)
 
-    start = time.perf_counter()
+    def grad_check(epoch: int) -> None:
+        if cfg.check_grad:
+            _grad_check(cfg, models.gradient_check(model, loss, X, y), epoch, log, trace)
+
     record(0)
+    grad_check(0)
     for epoch in _progress(cfg.epochs, job.quiet):
         for xb, yb in optim.batches(X, y, cfg.optim.batch_size, cfg.optim.shuffle, shuffle_gen):
-            batch_loss = models.compute_gradients(model, resolved["loss"], xb, yb)
+            batch_loss = models.compute_gradients(model, loss, xb, yb)
             optimizer.step()
         if not math.isfinite(batch_loss.item()):  # one sync per epoch, not per step
             raise Diverged(epoch, "batch loss", batch_loss.item())
         if epoch % cfg.log_every == 0 or epoch == cfg.epochs:
             record(epoch)
-    seconds = time.perf_counter() - start
-    final_loss = curve[-1][1]
-    mlrun.log("final_loss", final_loss, cfg.epochs)
-    mlrun.log("train_seconds", seconds, cfg.epochs)
-    _artifacts(mlrun, model, X, y, curve)
-    return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, curve, seconds)
+    grad_check(cfg.epochs)
+    if dataset.n_classes:
+        Xe, ye = (X_test, y_test) if X_test is not None else (X, y)
+        with torch.no_grad():
+            trace.labels = (ye.cpu().numpy(), model(Xe).argmax(1).cpu().numpy())
+        trace.extra["test_accuracy" if X_test is not None else "accuracy"] = float(
+            (trace.labels[0] == trace.labels[1]).mean())
+    trace.line = models.slope_intercept(model)
+    trace.state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return trace
+
+
+def numpy_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags, job: Job) -> Trace:
+    """The same experiment on the numpy engine: hand-written forward, backward and update."""
+    from runner import numpy_engine as npe
+
+    set_tags({"runner.device_resolved": "cpu (numpy)"})
+    dtype = np.dtype(resolved["dtype"])
+    X, y = dataset.X.astype(dtype), dataset.y.astype(dtype)
+    p = {k: v.astype(dtype) for k, v in
+         npe.init(cfg.model, X.shape[1], y.shape[1], np.random.default_rng(cfg.seed)).items()}
+    loss = resolved["loss"]
+    optimum = None
+    if cfg.model.name == "line":  # the same closed form, in numpy
+        A = np.hstack([X, np.ones((len(X), 1))]) if cfg.model.bias else X
+        optimum = _optimum(cfg, lambda: npe.loss_value(loss, A @ np.linalg.lstsq(A, y, rcond=None)[0], y), log)
+    trace = Trace()
+
+    def on_record(epoch: int, value: float, params) -> None:
+        _record_point(trace, log, epoch, value, _numpy_line(params), optimum)
+
+    npe.train_loop(p, X, y, loss, cfg.lr, cfg.epochs, cfg.optim.batch_size, cfg.log_every, on_record)
+    trace.line, trace.state = _numpy_line(p), p
+    return trace
+
+
+def _numpy_line(p: dict) -> Optional[Tuple[float, float]]:
+    """(w, b) of a one-input, one-output numpy line, else None (as models.slope_intercept)."""
+    w = p.get("w")
+    if w is None or w.size != 1:
+        return None
+    return float(w.reshape(())), float(p["b"].reshape(())) if "b" in p else 0.0
+
+
+def _record_point(trace: Trace, log: Log, epoch: int, value: float, line, optimum) -> None:
+    """One logged point: loss, and where they apply w, b and the gap to the optimum."""
+    trace.curve.append((epoch, value))
+    log("loss", value, epoch)
+    if line is not None:
+        trace.path.append((line[0], value))
+        log("w", line[0], epoch)
+        log("b", line[1], epoch)
+    if optimum is not None:
+        trace.extra["gap"] = value - optimum
+        log("gap", value - optimum, epoch)
+
+
+def _optimum(cfg: Any, solve: Callable[[], float], log: Log) -> Optional[float]:
+    """optimal_loss for linear models on a squared loss (solved once), else None."""
+    if cfg.model.name not in ("line", "linear") or cfg.loss.value == "cross_entropy":
+        return None
+    value = float(solve())
+    log("optimal_loss", value, 0)
+    return value
+
+
+def _grad_check(cfg: Any, diff: float, epoch: int, log: Log, trace: Trace) -> None:
+    log("grad_check_max_rel_diff", diff, epoch)
+    trace.extra["grad_check_max_rel_diff"] = max(diff, trace.extra.get("grad_check_max_rel_diff", 0.0))
+    if not diff <= cfg.check_grad_tol:
+        raise UserError(f"check_grad: hand-written and autograd gradients differ by {diff:.3g} "
+                        f"(relative) at epoch {epoch}, over check_grad_tol={cfg.check_grad_tol:g}")
+
+
+def _tensor(a: Optional[np.ndarray], dtype, device):
+    import torch
+
+    if a is None:
+        return None
+    return torch.tensor(a, dtype=torch.long if a.dtype == np.int64 else dtype, device=device)
 
 
 def _progress(epochs: int, quiet: bool):
@@ -132,15 +244,22 @@ def _progress(epochs: int, quiet: bool):
     return tqdm(range(1, epochs + 1), desc="epochs", leave=False, mininterval=0.2)
 
 
-def _artifacts(mlrun: "tracking.Run", model, X, y, curve) -> None:
+def _artifacts(mlrun: "tracking.Run", trace: Trace, dataset: data.Dataset, engine: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
-        steps, losses = zip(*curve)
+        if engine == "numpy":
+            np.savez(tmp / "model.npz", **trace.state)
+        else:
+            import torch
+
+            torch.save(trace.state, tmp / "model.pt")  # a state_dict: loads with weights_only=True
+        steps, losses = zip(*trace.curve)
         plots.loss_curve(steps, losses, tmp / "loss_curve.png", mlrun.name)
-        line = models.slope_intercept(model)
-        if line is not None and X.shape[1] == 1:
-            plots.fit(X[:, 0].cpu().tolist(), y[:, 0].cpu().tolist(), *line, tmp / "fit.png", mlrun.name)
+        if trace.line is not None and dataset.X.shape[1] == 1 and not dataset.n_classes:
+            plots.fit(dataset.X[:, 0], dataset.y[:, 0], *trace.line, tmp / "fit.png", mlrun.name)
+            plots.trajectory(trace.path, tmp / "trajectory.png", mlrun.name)
+        if trace.labels is not None:
+            plots.confusion(*trace.labels, dataset.n_classes, tmp / "confusion.png", mlrun.name)
         mlrun.log_artifacts(str(tmp))
 
 
@@ -148,11 +267,14 @@ def _tags(cfg: Any, digest: str, job: Job) -> dict:
     import hydra
 
     tags = {"runner.dataset": cfg.dataset.name, "runner.model": cfg.model.name,
-            "runner.optim": cfg.optim.name, "runner.device": cfg.device.name,
+            "runner.optim": cfg.optim.name, "runner.device": cfg.device.name, "runner.engine": cfg.engine,
             "runner.config_hash": digest, "runner.overrides": " ".join(job.overrides),
-            "runner.torch_version": torch.__version__,
             "runner.hydra_version": hydra.__version__, "runner.python_version": platform.python_version(),
-            "mlflow.source.name": "runner"}
+            "runner.numpy_version": np.__version__, "mlflow.source.name": "runner"}
+    if cfg.engine == "torch":
+        import torch
+
+        tags["runner.torch_version"] = torch.__version__
     if job.parent_run_id:
         tags["mlflow.parentRunId"] = job.parent_run_id
     commit = _git_commit()

@@ -51,6 +51,11 @@ BAD_CONFIG = [
     (["experiment=nope"], ["experiment=nope", "csv_linreg"]),
     (["device.index=-1"], ["device.index=-1"]),
     (["experiment_name= "], ["experiment_name"]),
+    (["engine=numpy", "model=line", "optim=adam"], ["optim='adam'", "gd only"]),
+    (["engine=jax"], ["engine='jax'", "torch or numpy"]),
+    (["loss=cross_entropy"], ["loss='cross_entropy'", "classification"]),
+    (["dataset=digits"], ["loss='mse'", "cross_entropy"]),
+    (["dataset=digits", "loss=cross_entropy", "dataset.test_fraction=1"], ["dataset.test_fraction=1.0"]),
 ]
 
 

@@ -31,7 +31,7 @@ def test_cli_run_record_params_metrics_tags_artifacts(tmp_path):
 
     steps = {k: [m.step for m in c.get_metric_history(run.info.run_id, k)] for k in ("loss", "w", "b")}
     assert steps == {k: [0, 5, 10, 15, 20] for k in ("loss", "w", "b")}
-    assert set(run.data.metrics) == {"loss", "w", "b", "final_loss", "train_seconds"}
+    assert set(run.data.metrics) == {"loss", "w", "b", "final_loss", "train_seconds", "optimal_loss", "gap"}
     assert run.data.metrics["final_loss"] == run.data.metrics["loss"] < 1.0
 
     t = run.data.tags
@@ -44,7 +44,7 @@ def test_cli_run_record_params_metrics_tags_artifacts(tmp_path):
         assert t["mlflow.source.git.commit"] == head.stdout.strip()
 
     names = {a.path for a in c.list_artifacts(run.info.run_id)}
-    assert names == {"config.yaml", "overrides.yaml", "loss_curve.png", "fit.png", "model.pt"}
+    assert names == {"config.yaml", "overrides.yaml", "loss_curve.png", "fit.png", "trajectory.png", "model.pt"}
     state = torch.load(c.download_artifacts(run.info.run_id, "model.pt", str(tmp_path)), weights_only=True)
     assert set(state) == {"w", "b"} and state["w"].dtype == torch.float64
     assert float(state["w"].reshape(())) == run.data.metrics["w"]
@@ -96,7 +96,7 @@ def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
         assert "HEAVY []" in out.stdout, (args, out.stdout[-300:])
     helped = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60).stdout
-    for line in ("dataset: csv, random_mlp, synthetic_linear", "model: line, linear, mlp",
+    for line in ("dataset: csv, digits, random_mlp, synthetic_linear", "model: line, linear, mlp",
                  "optim: adam, gd, minibatch, sgd", "device: auto, cpu, cuda, mps"):
         assert line in helped
     assert "csv_linreg" in helped and "gd_vs_sgd" in helped
