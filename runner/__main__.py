@@ -76,6 +76,10 @@ def one_line(e: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         msg = str(cause).splitlines()[0]
         return f"{cause.full_key}: {msg}"
+    if type(e).__name__ == "OutOfMemoryError":  # torch.cuda's; torch is not imported here
+        oom = UserError(f"device: out of GPU memory ({str(e).splitlines()[0][:200]}); use a smaller "
+                        f"dataset.n_samples, model.hidden or optim.batch_size")
+        oom.run_id, e = getattr(e, "run_id", None), oom
     if getattr(e, "run_id", None):
         return f"{e} (run {e.run_id}, marked FAILED)"
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -86,7 +90,8 @@ def exit_code(e: BaseException) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return 2 if isinstance(e, (UserError, HydraException, OmegaConfBaseException)) else 1
+    bad_input = (UserError, HydraException, OmegaConfBaseException)
+    return 2 if isinstance(e, bad_input) or type(e).__name__ == "OutOfMemoryError" else 1
 
 
 def _terminate(signum, frame):

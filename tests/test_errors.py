@@ -192,3 +192,16 @@ def test_secrets_in_the_environment_are_never_logged(tmp_path):
     [run] = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     logged = list(run.data.params.items()) + list(run.data.tags.items())
     assert not any(secret in f"{k}={v}" for k, v in logged)
+
+
+def test_out_of_gpu_memory_is_one_line_naming_the_run():
+    """torch.cuda.OutOfMemoryError, as train.run re-raises it after closing the run FAILED."""
+    import torch
+
+    from runner.__main__ import exit_code, one_line
+
+    e = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)\nmore")
+    e.run_id = "abc123"
+    line = one_line(e)
+    assert "out of GPU memory" in line and "abc123" in line and "\n" not in line
+    assert exit_code(e) == 2
