@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -218,10 +219,13 @@ def _status_of(error: Optional[BaseException]):
 
 # ---- the sweep's parent run -------------------------------------------------------------------
 def read_parent_id(sweep_dir: str) -> Optional[str]:
-    p = Path(sweep_dir) / PARENT_FILE
-    if p.is_file():
-        return p.read_text().strip()
-    return os.environ.get("RUNNER_PARENT_RUN_ID")
+    """The sweep's parent run id, from the file SweepCallback left in the sweep dir: the one
+    place that the jobs of every launcher share, on other hosts too."""
+    path = Path(sweep_dir)
+    if not path.is_absolute() and HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.cwd) / path  # the launch dir, even with job.chdir
+    p = path / PARENT_FILE
+    return p.read_text().strip() if p.is_file() else None
 
 
 class SweepCallback(Callback):
@@ -238,25 +242,36 @@ class SweepCallback(Callback):
                                                         "runner.sweep_overrides": " ".join(overrides)})
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.sweep_dir.glob(f"**/{RESULT_FILE}"):  # a reused sweep dir: not ours
+            stale.unlink()
+        # The only route to the jobs: every launcher (submitit on other hosts included) shares it.
         (self.sweep_dir / PARENT_FILE).write_text(self.parent.id)
-        os.environ["RUNNER_PARENT_RUN_ID"] = self.parent.id
         SWEEP_FAILURES.clear()
         ACTIVE_PARENT[:] = [self.parent]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        results = [json.loads(p.read_text()) for p in sorted(self.sweep_dir.glob(f"*/{RESULT_FILE}"))]
+        results = _job_results(self.sweep_dir)
         done = [r for r in results if r["status"] in ("FINISHED", "SKIPPED")]
         failed = [r for r in results if r not in done]
         SWEEP_FAILURES[:] = [f"{r['name']}: {r.get('reason') or r['status']}" for r in failed]
         tags = {"runner.jobs": len(results), "runner.failed_jobs": len(failed)}
         if failed:
             tags["runner.failed"] = "; ".join(SWEEP_FAILURES)[:5000]
+        reused = [r["run_id"] for r in done if r["status"] == "SKIPPED"]
+        if reused:  # resume: these jobs are runs of an earlier sweep; compare lists them too
+            tags["runner.reused_run_ids"] = ",".join(reused[:150])  # whole ids, within a tag's size
         if done:
-            best = min(done, key=lambda r: r["final_loss"])
+            best = min(done, key=lambda r: _sort_loss(r["final_loss"]))
             tags.update({"runner.best_run_id": best["run_id"], "runner.best_run_name": best["name"]})
             self.parent.log("best_final_loss", best["final_loss"], 0)
         self.parent.set_tags(tags)
-        curves = {r["name"]: r["curve"] for r in results if r.get("curve")}
+        curves = {}
+        for r in results:
+            points = r.get("curve") or []
+            if not points and r["status"] == "SKIPPED":  # resume: the earlier run's curve
+                points = curve(self.parent.client, r["run_id"])
+            if points:  # Optuna may try one config twice: keep both lines apart
+                curves[r["name"] if r["name"] not in curves else f"{r['name']} ({r['run_id'][:8]})"] = points
         if curves:
             import tempfile
 
@@ -270,6 +285,32 @@ class SweepCallback(Callback):
         print(f"sweep: {len(done)} of {len(results)} jobs ok"
               + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
                  if done else "") + f"; parent run {self.parent.id}")
+
+
+def _job_results(sweep_dir: Path) -> List[Dict[str, Any]]:
+    """Every job's result.json; a job dir that Hydra set up but that has none was killed or
+    crashed hard (out of memory, a cluster time limit): it counts as failed, never as absent."""
+    job_dirs = {p.parent for p in sweep_dir.glob("**/.hydra")} | \
+        {p.parent for p in sweep_dir.glob(f"**/{RESULT_FILE}")}
+    results = []
+    for job_dir in sorted(job_dirs, key=_job_order):
+        path = job_dir / RESULT_FILE
+        if path.is_file():
+            results.append(json.loads(path.read_text()))
+            continue
+        overrides = job_dir / ".hydra" / "overrides.yaml"
+        name = ",".join(OmegaConf.load(overrides)) if overrides.is_file() else str(job_dir)
+        results.append({"status": "LOST", "name": name or str(job_dir),
+                        "reason": f"no {RESULT_FILE} in {job_dir} (killed or crashed)"})
+    return results
+
+
+def _job_order(job_dir: Path):
+    return (int(job_dir.name), "") if job_dir.name.isdigit() else (float("inf"), str(job_dir))
+
+
+def _sort_loss(value: Any) -> float:
+    return value if isinstance(value, (int, float)) and value == value else float("inf")
 
 
 def write_result(job_dir: str, result: Dict[str, Any]) -> None:
@@ -287,3 +328,59 @@ def abort_sweep(error: BaseException) -> None:
     parent = ACTIVE_PARENT.pop() if ACTIVE_PARENT else None
     if parent is not None:
         parent.end(error)
+
+
+# ---- reading a store back (python -m runner.compare) -----------------------------------------
+def open_store(uri: str):
+    """A client on an existing store; UserError when there is none (reading must not create one)."""
+    check_uri(uri)
+    path = sqlite_path(uri) if uri.startswith("sqlite") else None
+    if path is not None and not path.is_file():
+        raise UserError(f"tracking.uri={uri!r}: no MLflow store at {str(path)!r}; run a sweep first "
+                        "(python -m runner -m lr=1e-3,1e-2) or give --tracking-uri")
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def latest_sweep(client, experiment_name: Optional[str] = None):
+    """The most recently started sweep parent run (tag runner.sweep=true), or None."""
+    if experiment_name:
+        exp = client.get_experiment_by_name(experiment_name)
+        if exp is None:
+            raise UserError(f"--experiment={experiment_name!r}: no such experiment in this store")
+        ids = [exp.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(ids, "tags.`runner.sweep` = 'true'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def get_run(client, run_id: str):
+    """The run with this id, or UserError naming it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        raise UserError(f"--parent={run_id!r}: no such run in this store") from e
+
+
+def children(client, parent) -> list:
+    """The parent's child runs, plus the earlier runs a resumed sweep reused instead of rerunning."""
+    runs = client.search_runs([parent.info.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=5000)
+    reused = parent.data.tags.get("runner.reused_run_ids", "")
+    known = {r.info.run_id for r in runs}
+    return runs + [client.get_run(i) for i in reused.split(",") if i and i not in known]
+
+
+def curve(client, run_id: str, key: str = "loss") -> List[List[float]]:
+    """[[step, value], ...] of one metric, in step order."""
+    return [[m.step, m.value] for m in sorted(client.get_metric_history(run_id, key),
+                                              key=lambda m: (m.step, m.timestamp))]

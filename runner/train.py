@@ -2,6 +2,7 @@
 
 torch is imported inside the torch loop, not at the top: engine=numpy must run without it.
 """
+import functools
 import math
 import platform
 import subprocess
@@ -283,6 +284,7 @@ def _tags(cfg: Any, digest: str, job: Job) -> dict:
     return tags
 
 
+@functools.lru_cache(maxsize=1)  # once per process: a sweep's jobs share it
 def _git_commit() -> Optional[str]:
     """The commit of the runner's own checkout, if it is one (the code that made the numbers)."""
     try:

@@ -1,0 +1,147 @@
+"""Server mode for real: one `mlflow server` process (sqlite backend, proxied artifacts) started
+once per test session; sweeps log to it over HTTP. At the end the server and every process it
+started (uvicorn, the job runner and its consumers) are stopped, each by its own PID."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from conftest import all_runs, cli, client_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stat(pid: int):
+    """(state, parent pid) of a process from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+    return fields[0], int(fields[1])
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below `pid`, children first (psutil is not installed: read /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = st[1]
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, ppid in parents.items() if ppid in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")  # a zombie has exited
+
+
+def stop(proc: subprocess.Popen, grace: float = 20.0) -> List[int]:
+    """SIGTERM the server and each of its descendants by PID, then SIGKILL what is left.
+    The tree is read first: once the server exits, its children are re-parented."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and (proc.poll() is None or any(alive(p) for p in pids[1:])):
+        time.sleep(0.2)
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    time.sleep(0.5)
+    return [p for p in pids if alive(p)]
+
+
+def wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow server not healthy after {timeout:.0f} s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """The URI of a real `mlflow server` on a free port, started once for the session."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = root / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+             "--artifacts-destination", str(root / "artifacts")],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(uri, proc, log)
+        yield uri
+    finally:
+        survivors = stop(proc)
+        assert survivors == [], f"mlflow server processes still alive: {survivors}"
+
+
+def test_a_sweep_logs_to_the_mlflow_server(mlflow_server, tmp_path):
+    epochs = 8
+    proc = cli("-m", f"tracking.uri={mlflow_server}", "experiment_name=server_sweep", "lr=1e-3,1e-2",
+               "dataset.n_samples=50", f"epochs={epochs}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to the default store
+    runs = all_runs(mlflow_server, "server_sweep")
+    [parent] = [r for r in runs if r.data.tags.get("runner.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and len(runs) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    client = client_for(mlflow_server)
+    for run in children:
+        assert [m.step for m in sorted(client.get_metric_history(run.info.run_id, "loss"),
+                                       key=lambda m: m.step)] == list(range(epochs + 1))
+        assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    best = min(children, key=lambda r: r.data.metrics["final_loss"])
+    assert parent.data.tags["runner.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_final_loss"] == best.data.metrics["final_loss"]
+    assert "sweep_loss_curves.png" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+
+def test_the_server_fixture_stops_a_process_tree_by_pid(tmp_path):
+    """The teardown's own logic, on a small tree: a parent with a child and a grandchild."""
+    script = ("import subprocess, sys, time\n"
+              "subprocess.Popen([sys.executable, '-c', "
+              "'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", "
+              "\"import time; time.sleep(60)\"]); time.sleep(60)'])\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while len(descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    tree = [proc.pid, *descendants(proc.pid)]
+    assert len(tree) == 3
+    assert stop(proc, grace=10) == []
+    assert not any(alive(p) for p in tree)
