@@ -55,11 +55,16 @@ class Line:
 
     def gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str) -> List[torch.Tensor]:
         """Analytic gradients of `loss` with respect to [w, b]: chain rule through ŷ = X·w + b."""
-        g = loss_grad(loss, self(X), y)  # (N, m)
+        return self.loss_and_gradients(X, y, loss)[1]
+
+    def loss_and_gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str):
+        """(loss, [dL/dw, dL/db]) from one forward pass."""
+        pred = self(X)
+        g = loss_grad(loss, pred, y)  # dL/dŷ, (N, m)
         grads = [X.T @ g]  # dL/dw = Xᵀ·dL/dŷ, (k, m)
         if self.b is not None:
             grads.append(g.sum(0))  # dL/db = Σₙ dL/dŷₙ, (m,)
-        return grads
+        return loss_value(loss, pred, y), grads
 
     def parameters(self) -> List[torch.Tensor]:
         return [self.w] + ([self.b] if self.b is not None else [])
@@ -109,11 +114,11 @@ def compute_gradients(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> tor
     """Fill `p.grad` for every parameter and return the batch loss (detached)."""
     if isinstance(model, Line):
         with torch.no_grad():
-            for p, g in zip(model.parameters(), model.gradients(X, y, loss)):
+            value, grads = model.loss_and_gradients(X, y, loss)
+            for p, g in zip(model.parameters(), grads):
                 p.grad = g
-            return loss_value(loss, model(X), y)
-    for p in model.parameters():
-        p.grad = None
+            return value
+    model.zero_grad(set_to_none=True)
     value = loss_value(loss, model(X), y)
     value.backward()
     return value.detach()
