@@ -44,6 +44,7 @@ def _log_scale_if_positive(ax, values) -> None:
     finite = [v for v in values if v == v and abs(v) != float("inf")]
     if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
         ax.set_yscale("log")
+        ax.minorticks_off()  # log minor ticks cost more than the rest of the plot
 
 
 def _figure(size):
@@ -54,7 +55,7 @@ def _figure(size):
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})  # fast zlib: a few KB more
 
 
 def trajectory(path: List[Tuple[float, float]], out: Path, title: str) -> None:

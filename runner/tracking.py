@@ -92,6 +92,9 @@ def sqlite_path(uri: str) -> Optional[Path]:
     return Path(rest[1:] if rest.startswith("//") else rest)
 
 
+_CLIENTS: Dict[str, Any] = {}
+
+
 def connect(uri: str, experiment_name: str):
     """(client, experiment_id). Creating a fresh sqlite store from several processes at once
     corrupts it, so the schema and the experiment are created under a file lock."""
@@ -104,7 +107,9 @@ def connect(uri: str, experiment_name: str):
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    client = MlflowClient(tracking_uri=uri)
+    if uri not in _CLIENTS:  # one per store and process: a sweep's jobs share it (~50 ms each)
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    client = _CLIENTS[uri]
     path = sqlite_path(uri) if uri.startswith("sqlite") else None
     if path is None:
         return client, _experiment_id(client, experiment_name, None)
