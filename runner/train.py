@@ -117,6 +117,8 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
     dtype = getattr(torch, resolved["dtype"])
     device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num)
     set_tags({"runner.device_resolved": devices.describe(device)})
+    if device.type == "mps" and dtype == torch.float64:
+        raise UserError("dtype=float64: Apple's MPS has no float64; use dtype=float32 or device=cpu")
     X, y, X_test, y_test = (_tensor(a, dtype, device) for a in
                             (dataset.X, dataset.y, dataset.X_test, dataset.y_test))
     model = models.build(cfg.model, X.shape[1], dataset.out_features, dtype, device)
