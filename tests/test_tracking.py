@@ -1,4 +1,5 @@
 """What a run leaves in MLflow, read back with MlflowClient from a real sqlite store."""
+import os
 import subprocess
 import sys
 
@@ -100,3 +101,6 @@ def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
                  "optim: adam, gd, minibatch, sgd", "device: auto, cpu, cuda, mps"):
         assert line in helped
     assert "csv_linreg" in helped and "gd_vs_sgd" in helped
+    plain = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "RUNNER_PLAIN_HELP": "1"}).stdout
+    assert plain == helped  # the cached group listing changes nothing but the time
