@@ -10,6 +10,7 @@ in a child process of this script, so that this process never imports torch or m
 Stdlib only here; the child uses what the runner's venv has.
 """
 import argparse
+import gc
 import datetime
 import json
 import os
@@ -406,6 +407,7 @@ def child_p3(args) -> dict:
     cfgs = {"every": compose(*base, "log_every=1"), "once": compose(*base, "log_every=1000")}
     for cfg in cfgs.values():
         run_runner(cfg, args.dir)  # warm-up: imports, the store, the experiment
+    gc.freeze()  # as `python -m runner` does after its imports (runner/__main__.py)
     out: Dict[str, List[float]] = {}
     for _ in range(max(7, 2 * args.repeats + 1)):
         for name, cfg in cfgs.items():

@@ -112,12 +112,11 @@ def _init_linear(layer: nn.Linear, how: str, std: float) -> None:
 
 def compute_gradients(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Fill `p.grad` for every parameter and return the batch loss (detached)."""
-    if isinstance(model, Line):
-        with torch.no_grad():
-            value, grads = model.loss_and_gradients(X, y, loss)
-            for p, g in zip(model.parameters(), grads):
-                p.grad = g
-            return value
+    if isinstance(model, Line):  # plain tensors: no graph is built, so no no_grad() needed
+        value, grads = model.loss_and_gradients(X, y, loss)
+        for p, g in zip(model.parameters(), grads):
+            p.grad = g
+        return value
     model.zero_grad(set_to_none=True)
     value = loss_value(loss, model(X), y)
     value.backward()
