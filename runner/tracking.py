@@ -103,18 +103,24 @@ def connect(uri: str, experiment_name: str):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from filelock import FileLock
-    from mlflow.tracking import MlflowClient
 
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if uri not in _CLIENTS:  # one per store and process: a sweep's jobs share it (~50 ms each)
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
-    client = _CLIENTS[uri]
+    client = _client(uri)
     path = sqlite_path(uri) if uri.startswith("sqlite") else None
     if path is None:
         return client, _experiment_id(client, experiment_name, None)
     with FileLock(str(path) + ".lock", timeout=120):
         return client, _experiment_id(client, experiment_name, (path.parent / "mlartifacts").as_uri())
+
+
+def _client(uri: str):
+    """One MlflowClient per store and process: a sweep's jobs share it (~50 ms each)."""
+    if uri not in _CLIENTS:
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # their INFO lines would break "one line per run"
+            logging.getLogger(name).setLevel(logging.WARNING)
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
 
 
 def _experiment_id(client, name: str, artifact_location: Optional[str]) -> str:
@@ -346,11 +352,7 @@ def open_store(uri: str):
     if path is not None and not path.is_file():
         raise UserError(f"tracking.uri={uri!r}: no MLflow store at {str(path)!r}; run a sweep first "
                         "(python -m runner -m lr=1e-3,1e-2) or give --tracking-uri")
-    from mlflow.tracking import MlflowClient
-
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
+    return _client(uri)
 
 
 def latest_sweep(client, experiment_name: Optional[str] = None):
