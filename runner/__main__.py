@@ -33,9 +33,10 @@ def task(cfg: DictConfig) -> Optional[float]:
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     if not sweep:
-        try:  # bad values and bad CSVs fail here, before torch or mlflow is imported
+        try:  # bad values, CSVs and stores fail here, before torch or mlflow is imported
             config.check(cfg)
             data.check(cfg)
+            tracking.check_uri(tracking.resolve_uri(cfg.tracking.uri, hc.runtime.cwd))
         except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
             FAILED.append(e)
             return None
