@@ -32,41 +32,32 @@ def task(cfg: DictConfig) -> Optional[float]:
 
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
-    if not sweep:
-        try:  # bad values, CSVs and stores fail here, before torch or mlflow is imported
-            config.check(cfg)
-            data.check(cfg)
-            tracking.check_uri(tracking.resolve_uri(cfg.tracking.uri, hc.runtime.cwd))
-        except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
-            FAILED.append(e)
-            return None
-    from runner import train  # torch, and through tracking later mlflow
+    name = hc.job.override_dirname or "default"
+    try:
+        # bad values, CSVs and stores fail here, before torch or mlflow is imported
+        config.check(cfg)
+        data.check(cfg)
+        tracking.check_uri(tracking.resolve_uri(cfg.tracking.uri, hc.runtime.cwd))
+        from runner import train  # torch, and through tracking later mlflow
 
-    gc.freeze()  # what the imports built is permanent: no collection ever walks it again
-    gc.enable()
-    job = train.Job(launch_dir=hc.runtime.cwd, overrides=list(hc.overrides.task),
-                    default_name=hc.job.override_dirname or "default",
-                    job_num=hc.job.num if sweep else None,
-                    parent_run_id=tracking.read_parent_id(hc.sweep.dir) if sweep else None,
-                    quiet=sweep)
-    if not sweep:
-        try:
-            result = train.run(cfg, job)
-        except Exception as e:
-            FAILED.append(e)
-            return None
-        print(result.summary(cfg), flush=True)
-        return result.final_loss
-    try:  # in a sweep one failing job must not stop the others
+        gc.freeze()  # what the imports built is permanent: no collection ever walks it again
+        gc.enable()
+        job = train.Job(launch_dir=hc.runtime.cwd, overrides=list(hc.overrides.task), default_name=name,
+                        job_num=hc.job.num if sweep else None,
+                        parent_run_id=tracking.read_parent_id(hc.sweep.dir) if sweep else None,
+                        quiet=sweep)
         result = train.run(cfg, job)
-    except Exception as e:
-        reason = one_line(e)
-        print(f"failed: {job.default_name}: {reason}", file=sys.stderr, flush=True)
-        tracking.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": job.default_name,
-                                                      "reason": reason})
+    except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
+        if not sweep:
+            FAILED.append(e)  # main() reports it: one line, the exit code
+            return None
+        reason = one_line(e)  # in a sweep one failing job must not stop the others
+        print(f"failed: {name}: {reason}", file=sys.stderr, flush=True)
+        tracking.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason})
         return None
     print(result.summary(cfg), flush=True)
-    tracking.write_result(hc.runtime.output_dir, result.as_dict())
+    if sweep:
+        tracking.write_result(hc.runtime.output_dir, result.as_dict())
     return result.final_loss
 
 

@@ -279,6 +279,20 @@ class SweepCallback(Callback):
             tags.update({"runner.best_run_id": best["run_id"], "runner.best_run_name": best["name"]})
             self.parent.log("best_final_loss", best["final_loss"], 0)
         self.parent.set_tags(tags)
+        self._log_overlay(results)
+        self.parent.end(None)
+        ACTIVE_PARENT.clear()
+        print(f"sweep: {len(done)} of {len(results)} jobs ok"
+              + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
+                 if done else "") + f"; parent run {self.parent.id}")
+
+
+    def _log_overlay(self, results: List[Dict[str, Any]]) -> None:
+        """sweep_loss_curves.png on the parent: every job's loss curve in one plot."""
+        import tempfile
+
+        from runner import plots
+
         curves = {}
         for r in results:
             points = r.get("curve") or []
@@ -287,18 +301,9 @@ class SweepCallback(Callback):
             if points:  # Optuna may try one config twice: keep both lines apart
                 curves[r["name"] if r["name"] not in curves else f"{r['name']} ({r['run_id'][:8]})"] = points
         if curves:
-            import tempfile
-
-            from runner import plots
-
             with tempfile.TemporaryDirectory() as tmp:
                 plots.overlay(curves, Path(tmp) / "sweep_loss_curves.png", self.parent.name)
                 self.parent.log_artifacts(tmp)
-        self.parent.end(None)
-        ACTIVE_PARENT.clear()
-        print(f"sweep: {len(done)} of {len(results)} jobs ok"
-              + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
-                 if done else "") + f"; parent run {self.parent.id}")
 
 
 def _job_results(sweep_dir: Path) -> List[Dict[str, Any]]:
