@@ -38,7 +38,9 @@ def test_cli_run_record_params_metrics_tags_artifacts(tmp_path):
     t = run.data.tags
     assert (t["runner.dataset"], t["runner.model"], t["runner.optim"], t["runner.device"]) == (
         "csv", "line", "gd", "auto")
-    assert t["runner.device_resolved"] == "cpu"
+    # device=auto takes the GPU where there is one (this test also runs on GPU machines)
+    auto = f"cuda:0 {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    assert t["runner.device_resolved"] == auto
     assert t["runner.torch_version"] == torch.__version__
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode == 0:

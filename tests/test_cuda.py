@@ -1,0 +1,68 @@
+"""device=cuda for real. Skipped where no CUDA GPU is visible (CI has none); run on a GPU
+machine with `pytest tests/test_cuda.py`."""
+import pytest
+import torch
+
+from conftest import all_runs, cli, client_for, make_cfg
+from runner import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+def losses(uri, run_id):
+    hist = client_for(uri).get_metric_history(run_id, "loss")
+    return [m.value for m in sorted(hist, key=lambda m: m.step)]
+
+
+def test_cli_run_on_cuda_is_tracked_and_matches_the_cpu_run(tmp_path):
+    common = ["experiment=mlp_adam", "epochs=50", "dtype=float64"]
+    for device in ("cuda", "cpu"):
+        out = cli(*common, f"device={device}", f"run_name={device}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {r.info.run_name: r for r in all_runs(uri)}
+    assert runs["cuda"].info.status == "FINISHED"
+    assert runs["cuda"].data.tags["runner.device_resolved"].startswith("cuda:0 ")
+    assert runs["cpu"].data.tags["runner.device_resolved"] == "cpu"
+    # the same seed builds the same weights on either device (initialised on the cpu, then moved)
+    gpu, cpu = losses(uri, runs["cuda"].info.run_id), losses(uri, runs["cpu"].info.run_id)
+    assert len(gpu) == len(cpu) == 6
+    assert gpu == pytest.approx(cpu, rel=1e-9)  # float64: only the order of the sums differs
+
+
+def test_textbook_gd_on_cuda_matches_the_closed_form(shared_store):
+    result = train.run(make_cfg("experiment=gd_vs_sgd", "device=cuda", f"tracking.uri={shared_store}"))
+    w = [m for m in client_for(shared_store).get_metric_history(result.run_id, "w") if m.step == 100]
+    assert w[0].value == pytest.approx(2 - (1 - 0.01 * 2 / 3 * 14) ** 100, rel=1e-13)
+
+
+def test_gradient_check_on_cuda(shared_store):
+    for model in ("line", "mlp"):
+        result = train.run(make_cfg(f"model={model}", "device=cuda", "epochs=5", "check_grad=true",
+                                    f"tracking.uri={shared_store}"))
+        assert result.extra["grad_check_max_rel_diff"] < 1e-12
+
+
+def test_digits_classification_on_cuda(shared_store):
+    result = train.run(make_cfg("experiment=digits_mlp", "device=cuda", f"tracking.uri={shared_store}"))
+    assert result.extra["test_accuracy"] >= 0.95
+
+
+def test_a_sweep_of_cuda_jobs(tmp_path):
+    out = cli("-m", "experiment=gd_vs_sgd", "device=cuda", "lr=0.01,0.02", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["runner.device_resolved"].startswith("cuda:0") for r in children)
+
+
+def test_real_out_of_gpu_memory_is_one_line_and_a_failed_run(tmp_path):
+    # 100k samples x 300k hidden units of float32: a 120 GB activation, more than any one GPU has
+    out = cli("model=mlp", "model.hidden=300000", "dataset=random_mlp", "dataset.n_samples=100000",
+              "dataset.in_features=1", "device=cuda", "epochs=1", cwd=tmp_path)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(lines) == 1 and "out of GPU memory" in lines[0], out.stderr[-2000:]
+    [run] = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert run.info.status == "FAILED" and run.info.run_id in lines[0]
