@@ -362,6 +362,10 @@ def p6(b: Bench, data: Path) -> None:
                           f"{bare / runner:.3f}x", ">= 0.9x", judge(bare / runner >= 0.9),
                           f"runner train_seconds {runner:.3f} s {fmt_samples(res[f'{key}_runner'])}, "
                           f"bare {bare:.3f} s {fmt_samples(res[f'{key}_bare'])}"))
+    runner, bare = med(res["line_runner"]), med(res["line_bare_no_loss"])
+    b.rows.append(Row("P6", "the same line, against a bare loop without the epoch's loss (informative)",
+                      f"{bare / runner:.3f}x", "(0.9x)", "INFO",
+                      f"bare without the loss {bare:.3f} s {fmt_samples(res['line_bare_no_loss'])}"))
 
 
 def gpu(b: Bench, data: Path) -> None:
@@ -453,9 +457,11 @@ def bare_mlp(epochs: int, log_every: int, device: str = "cpu", n: int = 64, d_in
     return time.perf_counter() - start
 
 
-def bare_line(csv_path: str, epochs: int, log_every: int, lr: float = 1e-4) -> float:
-    """Seconds for the vectorized textbook loop: ŷ = X·w + b, analytic mse gradients, w = b = 0,
-    float64; the whole-set loss (one .item()) at epoch 0 and every log_every epochs."""
+def bare_line(csv_path: str, epochs: int, log_every: int, lr: float = 1e-4, epoch_loss: bool = True) -> float:
+    """Seconds for the vectorized textbook loop: ŷ = X·w + b, the mse of the epoch, analytic mse
+    gradients, w = b = 0, float64; at epoch 0 and every log_every epochs it reads what the runner
+    records for a line: the whole-set loss, w and b. epoch_loss=False drops the epoch's loss (the
+    runner computes it to stop a diverging run at once; a textbook loop computes it to print it)."""
     import numpy as np
     import torch
 
@@ -465,13 +471,16 @@ def bare_line(csv_path: str, epochs: int, log_every: int, lr: float = 1e-4) -> f
     w, b = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
     scale = 2.0 / X.shape[0]
 
-    def record() -> float:
-        return (X @ w + b - y).square().mean().item()
+    def record() -> tuple:
+        return (X @ w + b - y).square().mean().item(), w.item(), b.item()
 
     start = time.perf_counter()
     record()
     for epoch in range(1, epochs + 1):
-        g = (X @ w + b - y) * scale  # dL/dŷ, (N, 1)
+        r = X @ w + b - y  # ŷ - y, (N, 1)
+        if epoch_loss:
+            loss = r.square().mean()  # noqa: F841 (the textbook's `loss = mse(ŷ, y)`)
+        g = r * scale  # dL/dŷ, (N, 1)
         w -= lr * (X.T @ g)
         b -= lr * g.sum(0)
         if epoch % log_every == 0 or epoch == epochs:
@@ -487,7 +496,8 @@ def child_p6(args) -> dict:
     arms = {"mlp_runner": lambda: run_runner(mlp, args.dir)[1].train_seconds,
             "mlp_bare": lambda: bare_mlp(P6_MLP_EPOCHS, 10),
             "line_runner": lambda: run_runner(line, args.dir)[1].train_seconds,
-            "line_bare": lambda: bare_line(args.csv, P6_LINE_EPOCHS, 10)}
+            "line_bare": lambda: bare_line(args.csv, P6_LINE_EPOCHS, 10),
+            "line_bare_no_loss": lambda: bare_line(args.csv, P6_LINE_EPOCHS, 10, epoch_loss=False)}
     for arm in arms.values():
         arm()  # warm-up
     out: Dict[str, List[float]] = {}
@@ -611,9 +621,13 @@ DEFINITIONS = f"""\
   overhead; at these sizes a second thread gains nothing on an idle machine). The runner's
   `train_seconds` as `train.run` returns it (device=cpu, no progress bar; whatever set-up the runner
   puts inside its own timer counts against it) against a bare loop written in this file that does
-  the same parameter updates and the same whole-set loss `.item()` at the same logged epochs
-  (log_every=10), timed from just before the epoch-0 loss to after the last; the bare loops skip the
-  runner's per-epoch batch-loss check, its metric buffer and its MLflow writes. mlp:
+  the same maths: the same parameter updates, each epoch's loss (mlp: the loss that backward()
+  needs; line: the textbook's `loss = mse(ŷ, y)`, which the runner computes to stop a diverging
+  run at once), and at the same logged epochs (log_every=10) what the runner records (the
+  whole-set loss, and a line's w and b, each read with `.item()`), timed from just before the
+  epoch-0 loss to after the last. The bare loops skip the runner's divergence check, its metric
+  buffer and its MLflow writes. An informative row compares the line with a bare loop that skips
+  the epoch's loss as well. mlp:
   `experiment=mlp_adam epochs={P6_MLP_EPOCHS}`; line: `experiment=csv_linreg epochs={P6_LINE_EPOCHS}`
   on the 100-point CSV against a vectorized analytic-gradient loop. Figure = median(bare) /
   median(runner) = runner steps/s / bare steps/s; at least 5 interleaved repeats after a warm-up.

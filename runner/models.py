@@ -13,33 +13,35 @@ from runner.config import UserError
 
 
 # ---- losses: value and dL/dŷ side by side ----------------------------------------------------
+def _scale(name: str, n: int) -> float:
+    """Every squared loss is c·Σ(ŷ − y)² over the n entries: c = 1/n (mse), 1 (sse), 1/(2n) (half_mse)."""
+    if name == "mse":
+        return 1.0 / n
+    if name == "sse":
+        return 1.0
+    if name == "half_mse":
+        return 0.5 / n
+    raise UserError(f"loss={name!r}: must be one of mse, sse, half_mse, cross_entropy")
+
+
 def loss_value(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if name == "cross_entropy":  # y holds class labels (N,)
         return torch.nn.functional.cross_entropy(pred, y)
-    se = (pred - y).square()
-    if name == "mse":
-        return se.mean()
-    if name == "sse":
-        return se.sum()
-    if name == "half_mse":
-        return se.mean() / 2
-    raise UserError(f"loss={name!r}: must be one of mse, sse, half_mse")
+    r = (pred - y).view(-1)
+    return torch.dot(r, r) * _scale(name, r.numel())  # Σ r² in one kernel, then c
 
 
-def loss_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """dL/dŷ, the same shape as pred."""
+def loss_and_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(L, dL/dŷ), dL/dŷ the same shape as pred. For the squared losses both come from one
+    residual r = ŷ − y: L = c·Σr² and dL/dŷ = 2c·r."""
     if name == "cross_entropy":  # softmax(ŷ) - onehot(y), averaged over the batch
         g = torch.softmax(pred, dim=1)
         g[torch.arange(len(y), device=y.device), y] -= 1.0
-        return g / len(y)
+        return loss_value(name, pred, y), g / len(y)
     r = pred - y
-    if name == "mse":
-        return r * (2.0 / r.numel())
-    if name == "sse":
-        return 2.0 * r
-    if name == "half_mse":
-        return r / r.numel()
-    raise UserError(f"loss={name!r}: must be one of mse, sse, half_mse, cross_entropy")
+    c = _scale(name, r.numel())
+    flat = r.view(-1)
+    return torch.dot(flat, flat) * c, r * (2.0 * c)
 
 
 # ---- the hand-written line -------------------------------------------------------------------
@@ -50,8 +52,9 @@ class Line:
         self.w, self.b = w, b
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        pred = X @ self.w  # (N, k) @ (k, m) -> (N, m)
-        return pred + self.b if self.b is not None else pred
+        if self.b is None:
+            return X @ self.w  # (N, k) @ (k, m) -> (N, m)
+        return torch.addmm(self.b, X, self.w)  # X·w + b in one kernel
 
     def gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str) -> List[torch.Tensor]:
         """Analytic gradients of `loss` with respect to [w, b]: chain rule through ŷ = X·w + b."""
@@ -59,12 +62,11 @@ class Line:
 
     def loss_and_gradients(self, X: torch.Tensor, y: torch.Tensor, loss: str):
         """(loss, [dL/dw, dL/db]) from one forward pass."""
-        pred = self(X)
-        g = loss_grad(loss, pred, y)  # dL/dŷ, (N, m)
+        value, g = loss_and_grad(loss, self(X), y)  # L and dL/dŷ, (N, m)
         grads = [X.T @ g]  # dL/dw = Xᵀ·dL/dŷ, (k, m)
         if self.b is not None:
             grads.append(g.sum(0))  # dL/db = Σₙ dL/dŷₙ, (m,)
-        return loss_value(loss, pred, y), grads
+        return value, grads
 
     def parameters(self) -> List[torch.Tensor]:
         return [self.w] + ([self.b] if self.b is not None else [])

@@ -1,5 +1,6 @@
 """Optimizers (hand-written gradient descent and torch.optim) and the batching they share."""
-from typing import Any, Iterator, List, Optional, Tuple
+import contextlib
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -12,11 +13,14 @@ class GradientDescent:
 
     def __init__(self, params: List[torch.Tensor], lr: float):
         self.params, self.lr = list(params), lr
+        # autograd's leaves may only change in place under no_grad(); line's plain tensors need
+        # none, and entering it costs more than the update of a small line
+        self.guard = torch.no_grad if any(p.requires_grad for p in self.params) else contextlib.nullcontext
 
-    @torch.no_grad()
     def step(self) -> None:
-        for p in self.params:
-            p.sub_(p.grad, alpha=self.lr)  # p -= lr * grad, in one kernel
+        with self.guard():
+            for p in self.params:
+                p.sub_(p.grad, alpha=self.lr)  # p -= lr * grad, in one kernel
 
 
 def build(o: Any, params: List[torch.Tensor], lr: float):
@@ -31,19 +35,14 @@ def build(o: Any, params: List[torch.Tensor], lr: float):
 
 
 def batches(X: torch.Tensor, y: torch.Tensor, batch_size: Optional[int], shuffle: bool,
-            gen: torch.Generator) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+            gen: torch.Generator) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of (xb, yb). A full batch is never permuted: the gradient is the same, and
     keeping the order keeps the sums exactly those of the textbook loop."""
     n = X.shape[0]
     size = min(batch_size or n, n)
     if size == n:
-        yield X, y
-        return
+        return ((X, y),)
     if not shuffle:
-        for i in range(0, n, size):
-            yield X[i:i + size], y[i:i + size]
-        return
+        return [(X[i:i + size], y[i:i + size]) for i in range(0, n, size)]  # views: no copies
     order = torch.randperm(n, generator=gen).to(X.device)
-    for i in range(0, n, size):
-        idx = order[i:i + size]
-        yield X[idx], y[idx]
+    return ((X[idx], y[idx]) for idx in order.split(size))

@@ -66,3 +66,17 @@ def test_real_out_of_gpu_memory_is_one_line_and_a_failed_run(tmp_path):
     assert len(lines) == 1 and "out of GPU memory" in lines[0], out.stderr[-2000:]
     [run] = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert run.info.status == "FAILED" and run.info.run_id in lines[0]
+
+
+def test_divergence_on_cuda_stops_at_the_same_epoch_as_on_the_cpu(tmp_path):
+    epochs = {}
+    for device in ("cuda", "cpu"):
+        out = cli("lr=100", "epochs=50", "dtype=float64", f"device={device}", f"run_name={device}", cwd=tmp_path)
+        assert out.returncode == 1 and "diverged at epoch" in out.stderr, out.stderr
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for run in all_runs(uri):
+        epoch = int(run.data.tags["runner.failed_epoch"])
+        steps = [m.step for m in client_for(uri).get_metric_history(run.info.run_id, "loss")]
+        assert run.info.status == "FAILED" and steps == list(range(epoch))
+        epochs[run.info.run_name] = epoch
+    assert epochs["cuda"] == epochs["cpu"]

@@ -206,3 +206,31 @@ def test_out_of_gpu_memory_is_one_line_naming_the_run():
     line = one_line(e)
     assert "out of GPU memory" in line and "abc123" in line and "\n" not in line
     assert exit_code(e) == 2
+
+
+def test_divergence_guard_on_a_gpu_reads_losses_in_windows_and_still_names_the_epoch():
+    """The GPU path of train._Guard (exercised for real in test_cuda.py), on cpu tensors."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from runner.config import Diverged
+    from runner.train import _Guard
+
+    guard = _Guard(SimpleNamespace(type="cuda"))
+    losses = [1.0, 2.0, 4.0, float("inf"), float("nan")]
+    for epoch, v in enumerate(losses[:3], start=1):
+        guard.add(epoch, torch.tensor(v))
+    assert len(guard.pending) == 3  # nothing read yet: no wait on the GPU
+    guard.check()
+    assert guard.pending == []
+    for epoch, v in enumerate(losses, start=1):
+        guard.add(epoch, torch.tensor(v))
+    with pytest.raises(Diverged) as e:
+        guard.check()
+    assert (e.value.epoch, e.value.value) == (4, float("inf"))  # the first bad one, not the last
+    window = _Guard(SimpleNamespace(type="cuda"))
+    with pytest.raises(Diverged) as e:  # a full window is read without waiting for a record
+        for epoch in range(1, _Guard.WINDOW + 1):
+            window.add(epoch, torch.tensor(float("nan") if epoch == 7 else 1.0))
+    assert e.value.epoch == 7
