@@ -106,3 +106,17 @@ def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=60, env={**os.environ, "RUNNER_PLAIN_HELP": "1"}).stdout
     assert plain == helped  # the cached group listing changes nothing but the time
+
+
+def test_store_stays_in_rollback_journal_mode(shared_store):
+    """WAL is deliberately not enabled (runner/tracking.py, _client): it persists in the file and
+    breaks stores on network file systems that cluster sweeps share."""
+    import sqlite3
+
+    from runner.tracking import sqlite_path
+
+    train.run(make_cfg("epochs=3", f"tracking.uri={shared_store}"))
+    path = sqlite_path(shared_store)
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not path.with_name(path.name + "-wal").exists()
