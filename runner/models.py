@@ -27,8 +27,13 @@ def _scale(name: str, n: int) -> float:
 def loss_value(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if name == "cross_entropy":  # y holds class labels (N,)
         return torch.nn.functional.cross_entropy(pred, y)
-    r = (pred - y).view(-1)
-    return torch.dot(r, r) * _scale(name, r.numel())  # Σ r² in one kernel, then c
+    return _squared(name, pred - y)
+
+
+def _squared(name: str, r: torch.Tensor) -> torch.Tensor:
+    """c·Σr² of the residual r = ŷ − y: Σr² in one kernel, then c."""
+    flat = r.view(-1)
+    return torch.dot(flat, flat) * _scale(name, flat.numel())
 
 
 def loss_and_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -39,9 +44,7 @@ def loss_and_grad(name: str, pred: torch.Tensor, y: torch.Tensor) -> Tuple[torch
         g[torch.arange(len(y), device=y.device), y] -= 1.0
         return loss_value(name, pred, y), g / len(y)
     r = pred - y
-    c = _scale(name, r.numel())
-    flat = r.view(-1)
-    return torch.dot(flat, flat) * c, r * (2.0 * c)
+    return _squared(name, r), r * (2.0 * _scale(name, r.numel()))
 
 
 # ---- the hand-written line -------------------------------------------------------------------

@@ -15,10 +15,10 @@ class GradientDescent:
         self.params, self.lr = list(params), lr
         # autograd's leaves may only change in place under no_grad(); line's plain tensors need
         # none, and entering it costs more than the update of a small line
-        self.guard = torch.no_grad if any(p.requires_grad for p in self.params) else contextlib.nullcontext
+        self.no_grad = torch.no_grad if any(p.requires_grad for p in self.params) else contextlib.nullcontext
 
     def step(self) -> None:
-        with self.guard():
+        with self.no_grad():
             for p in self.params:
                 p.sub_(p.grad, alpha=self.lr)  # p -= lr * grad, in one kernel
 

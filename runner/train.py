@@ -89,17 +89,16 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         dataset = data.build(cfg, cfg.seed)
         loop = numpy_train if cfg.engine == "numpy" else torch_train
         trace = loop(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, job)
-        seconds = trace.seconds
         final_loss = trace.curve[-1][1]
         mlrun.log("final_loss", final_loss, cfg.epochs)
-        mlrun.log("train_seconds", seconds, cfg.epochs)
+        mlrun.log("train_seconds", trace.seconds, cfg.epochs)
         _artifacts(mlrun, trace, dataset, cfg.engine)
     except BaseException as e:
         mlrun.end(e)
         e.run_id = mlrun.id  # the error message names the run it closed
         raise
     mlrun.end()
-    return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, seconds,
+    return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, trace.seconds,
                   trace.extra)
 
 
