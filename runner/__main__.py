@@ -1,64 +1,68 @@
 """CLI: `python -m runner [-m] [group=option ...] [key=value ...]`. A thin shell around
 train.run(cfg): Hydra composes, we check, train, print one summary line, and map errors to
 one line on stderr with exit code 2 (bad input), 1 (a failed run), 130/143 (interrupted)."""
-import gc
+import os
+import signal
+import sys
+import traceback
+from typing import Dict, List, Optional
 
-# The imports below and torch's and mlflow's build ~1M long-lived objects; with the collector on,
-# a run spent ~0.9 s in full collections over them. Off while importing, then frozen (task()).
-gc.disable()
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from typing import Optional  # noqa: E402
-
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from runner import config, tracking  # noqa: E402
-from runner.config import Diverged, Terminated, UserError  # noqa: E402
+from runner import config
+from runner.config import Diverged, Terminated, UserError
+from runner.tracking import sweep as sweeps
 
 config.register()
 FAILED: list = []  # a single run's error, re-raised outside Hydra (which would print more first)
+# On the command line but not what a run is about: left out of its name.
+UNNAMED = ("experiment", "tracking.uri", "hydra/launcher", "hydra/sweeper", "hparams_search", "resume",
+           "debug", "run_name", "experiment_name")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
-    from runner import data  # numpy: not needed by --help or --cfg job
-
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
-    name = hc.job.override_dirname or "default"
+    parent_id, swept_keys = sweeps.read_sweep(hc.sweep.dir) if sweep else (None, [])
+    overrides = list(hc.overrides.task)
+    varying = {sweeps.override_key(o): o.split("=", 1)[1] for o in overrides
+               if sweeps.override_key(o) in swept_keys}
+    name = run_name(cfg, hc.runtime.choices.get("experiment"), overrides, varying)
     try:
-        # bad values, CSVs and stores fail here, before torch or mlflow is imported
-        config.check(cfg)
-        data.check(cfg)
-        tracking.check_uri(tracking.resolve_uri(cfg.tracking.uri, hc.runtime.cwd))
-        from runner import train  # torch, and through tracking later mlflow
+        from runner import train  # numpy; torch and mlflow come after the input is checked
 
-        gc.freeze()  # what the imports built is permanent: no collection ever walks it again
-        gc.enable()
-        job = train.Job(launch_dir=hc.runtime.cwd, overrides=list(hc.overrides.task), default_name=name,
-                        job_num=hc.job.num if sweep else None,
-                        parent_run_id=tracking.read_parent_id(hc.sweep.dir) if sweep else None,
-                        quiet=sweep)
+        job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
+                        job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep)
         result = train.run(cfg, job)
     except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
         if not sweep:
+            e.debug = cfg.debug  # the composed value: debug=true, debug=True, debug=1 ...
             FAILED.append(e)  # main() reports it: one line, the exit code
             return None
         reason = one_line(e)  # in a sweep one failing job must not stop the others
         print(f"failed: {name}: {reason}", file=sys.stderr, flush=True)
-        tracking.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason})
+        sweeps.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason,
+                                                    "swept": varying})
         return None
     print(result.summary(cfg), flush=True)
     if sweep:
-        tracking.write_result(hc.runtime.output_dir, result.as_dict())
+        sweeps.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})
     return result.final_loss
+
+
+def run_name(cfg: DictConfig, preset: Optional[str], overrides: List[str], varying: Dict[str, str]) -> str:
+    """A name a person reads: a sweep's job by what varies in its sweep (`lr=1e-06`); a single
+    run by its preset and overrides (`mlp_adam lr=0.1`), else by its model and optimizer."""
+    if varying:
+        return ",".join(f"{k}={v}" for k, v in varying.items())
+    rest = ",".join(o for o in overrides if sweeps.override_key(o) not in UNNAMED)
+    head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
+    return " ".join(part for part in (head, rest) if part)[:250]
 
 
 def one_line(e: BaseException) -> str:
@@ -124,7 +128,7 @@ def _cache_help_listing() -> None:
 def main() -> None:
     if {"--help", "-h"} & set(sys.argv[1:]) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
         _cache_help_listing()
-    debug = os.environ.get("RUNNER_DEBUG") == "1" or "debug=true" in sys.argv[1:]
+    debug = os.environ.get("RUNNER_DEBUG") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print one line each
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -132,19 +136,20 @@ def main() -> None:
         if FAILED:
             raise FAILED[0]
     except KeyboardInterrupt as e:
-        tracking.abort_sweep(e)
+        sweeps.abort_sweep(e)
         print("interrupted: the run was closed as KILLED with the points logged so far", file=sys.stderr)
         sys.exit(143 if isinstance(e, Terminated) else 130)
     except Exception as e:
-        tracking.abort_sweep(e)
+        sweeps.abort_sweep(e)
+        debug = debug or getattr(e, "debug", False)  # a config that did not compose has none
         if debug:
             traceback.print_exc()
         hint = "" if debug or exit_code(e) == 2 or isinstance(e, Diverged) else \
             " (debug=true or RUNNER_DEBUG=1 shows the traceback)"
         print(f"error: {one_line(e)}{hint}", file=sys.stderr)
         sys.exit(exit_code(e))
-    if tracking.SWEEP_FAILURES:
-        print(f"sweep: {len(tracking.SWEEP_FAILURES)} job(s) failed: " + "; ".join(tracking.SWEEP_FAILURES),
+    if sweeps.SWEEP_FAILURES:
+        print(f"sweep: {len(sweeps.SWEEP_FAILURES)} job(s) failed: " + "; ".join(sweeps.SWEEP_FAILURES),
               file=sys.stderr)
         sys.exit(1)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from runner import tracking
+from runner.tracking import read, store
 from runner.config import UserError
 
 METRICS = ("final_loss", "train_seconds")
@@ -20,15 +20,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--sort", default="final_loss", metavar="KEY",
                    help="column to sort by: final_loss (default), train_seconds, status, or a param")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db")
-    p.add_argument("--out", default="sweep_loss_curves.png", metavar="PNG",
-                   help="where to write the overlaid loss curves (default: %(default)s)")
+    p.add_argument("--out", metavar="PNG", help="where to write the overlaid loss curves (default: "
+                   "loss_curves_PARENT.png, PARENT the first 8 characters of the sweep's run id)")
     return p.parse_args(argv)
 
 
 def find_parent(client, args: argparse.Namespace):
     if args.parent:
-        return tracking.get_run(client, args.parent)
-    parent = tracking.latest_sweep(client, args.experiment)
+        return read.get_run(client, args.parent)
+    parent = read.latest_sweep(client, args.experiment)
     if parent is None:
         where = f"experiment {args.experiment!r}" if args.experiment else "this store"
         raise UserError(f"no sweep found in {where}; run one first: python -m runner -m lr=1e-3,1e-2")
@@ -36,11 +36,12 @@ def find_parent(client, args: argparse.Namespace):
 
 
 def table(runs: list, sort: str):
-    """One row per run: the params that differ across runs, status, final metrics, run id."""
+    """One row per run: the params that differ across runs (and the one sorted by), status,
+    final metrics, run id."""
     import pandas as pd
 
     params = pd.DataFrame([r.data.params for r in runs])
-    differing = [c for c in params.columns if params[c].fillna("<unset>").nunique() > 1]
+    differing = [c for c in params.columns if params[c].fillna("<unset>").nunique() > 1 or c == sort]
     df = params[differing].apply(_numeric_if_possible)
     df["status"] = [r.info.status for r in runs]
     for key in METRICS:
@@ -50,7 +51,8 @@ def table(runs: list, sort: str):
         df["failure"] = failures
     df["run_id"] = [r.info.run_id for r in runs]
     if sort not in df.columns:
-        raise UserError(f"--sort={sort!r}: not a column; choose one of {', '.join(df.columns)}")
+        raise UserError(f"--sort={sort!r}: not a column; choose a param ({', '.join(params.columns)}) "
+                        f"or one of {', '.join(c for c in df.columns if c not in params.columns)}")
     return df.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
 
 
@@ -66,14 +68,15 @@ def _numeric_if_possible(column):
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        client = tracking.open_store(tracking.resolve_uri(args.tracking_uri, os.getcwd()))
+        client = store.open_store(store.resolve_uri(args.tracking_uri, os.getcwd()))
         parent = find_parent(client, args)
-        runs = tracking.children(client, parent)
+        runs = read.children(client, parent)
         if not runs:
             raise UserError(f"run {parent.info.run_id} ({parent.info.run_name}) has no child runs")
         df = table(runs, args.sort)
-        if not Path(args.out).resolve().parent.is_dir():
-            raise UserError(f"--out={args.out!r}: folder {str(Path(args.out).parent)!r} does not exist")
+        out = Path(args.out or f"loss_curves_{parent.info.run_id[:8]}.png")
+        if not out.resolve().parent.is_dir():
+            raise UserError(f"--out={str(out)!r}: folder {str(out.parent)!r} does not exist")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -90,8 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     curves = {}
     for run_id in df["run_id"]:  # in table order; two runs of one config keep two lines
         label = names[run_id] if names[run_id] not in curves else f"{names[run_id]} ({run_id[:8]})"
-        curves[label] = tracking.curve(client, run_id)
-    out = Path(args.out)
+        curves[label] = read.curve(client, run_id)
     plots.overlay({k: v for k, v in curves.items() if v}, out, parent.info.run_name or "sweep")
     print(f"wrote {out}")
     return 0

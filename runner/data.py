@@ -4,7 +4,6 @@ build() returns a Dataset: X (N, features) float64 and y, either (N, targets) fl
 regression or (N,) int64 class labels for classification, plus an optional held-out test split.
 CSV parsing needs only numpy, so the CLI can check a file before torch is imported."""
 import csv
-import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ class Dataset:
     X_test: Optional[np.ndarray] = None
     y_test: Optional[np.ndarray] = None
     n_classes: int = 0  # 0: regression
+    name: str = ""  # what MLflow's Dataset column shows
+    source: str = ""  # where the numbers came from: a file, or a generator and its settings
 
     @property
     def out_features(self) -> int:
@@ -35,21 +36,26 @@ def is_classification(d: Any) -> bool:
     return d.name == "digits" or (d.name == "csv" and d.task == "classification")
 
 
-def check(cfg: Any) -> None:
-    """Parse a CSV dataset now (cached), so a bad file fails before any heavy import or run."""
-    d = cfg.dataset
-    if d.name == "csv":
-        X, y = load_csv(d.path, d.target, d.delimiter, d.header)
-        if d.task == "classification":
-            _labels(d.path, y)
-        if d.test_fraction and round(len(X) * d.test_fraction) in (0, len(X)):
-            raise UserError(f"dataset.test_fraction={d.test_fraction}: leaves no rows for "
-                            f"{'test' if len(X) * d.test_fraction < 1 else 'training'} ({len(X)} rows)")
-
-
 def build(cfg: Any, seed: int) -> Dataset:
-    """The dataset of `cfg.dataset`; random ones drawn from numpy's generator seeded by `seed`."""
-    d = cfg.dataset
+    """The dataset of `cfg.dataset`; random ones drawn from numpy's generator seeded by `seed`.
+    Numpy only: train.run builds it before torch is imported or a run exists, so a bad file
+    fails fast and leaves nothing behind."""
+    dataset = _arrays(cfg.dataset, seed)
+    dataset.name, dataset.source = _origin(cfg.dataset, seed)
+    return dataset
+
+
+def _origin(d: Any, seed: int):
+    """(name, source) of the data: the CSV's file name and path; a generator's call."""
+    if d.name == "csv":
+        return Path(d.path).name, str(Path(d.path).resolve())
+    if d.name == "digits":
+        return "digits", "sklearn.datasets.load_digits()"
+    settings = ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")
+    return d.name, f"{d.name}({settings}, seed={seed})"
+
+
+def _arrays(d: Any, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     if d.name == "csv":
         X, y = load_csv(d.path, d.target, d.delimiter, d.header)
@@ -77,6 +83,9 @@ def build(cfg: Any, seed: int) -> Dataset:
 def _split(X, y, test_fraction: float, rng, n_classes: int) -> Dataset:
     """A seeded random train/test split; no split when test_fraction is 0."""
     n_test = round(len(X) * test_fraction)
+    if test_fraction and n_test in (0, len(X)):
+        raise UserError(f"dataset.test_fraction={test_fraction}: leaves no rows for "
+                        f"{'test' if n_test == 0 else 'training'} ({len(X)} rows)")
     if n_test == 0:
         return Dataset(X, y, n_classes=n_classes)
     order = rng.permutation(len(X))
@@ -96,13 +105,6 @@ def _labels(path: str, y: np.ndarray) -> np.ndarray:
 
 def load_csv(path: str, target: Any = None, delimiter: Any = None, header: Any = None):
     """Parse a numeric CSV (numbers only: nothing is evaluated) into X (N, k) and y (N, 1)."""
-    p = Path(path)
-    stamp = (p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None
-    return _load_csv(path, stamp, target, delimiter, header)
-
-
-@functools.lru_cache(maxsize=1)  # check() then build() in one process parse the file once
-def _load_csv(path: str, stamp: Any, target: Any, delimiter: Any, header: Any):
     text = _read_text(path)
     sample = text[:65536]
     if delimiter is None:
@@ -119,9 +121,7 @@ def _load_csv(path: str, stamp: Any, target: Any, delimiter: Any, header: Any):
     col = _target_index(path, target, names, data.shape[1])
     y = data[:, col:col + 1]
     X = np.delete(data, col, axis=1)
-    X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
-    X.flags.writeable = y.flags.writeable = False  # cached: shared by every caller
-    return X, y
+    return np.ascontiguousarray(X), np.ascontiguousarray(y)
 
 
 def _read_text(path: str) -> str:

@@ -128,6 +128,22 @@ def compute_gradients(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> tor
     return value.detach()
 
 
+def as_module(model) -> nn.Module:
+    """The trained model as a torch module on the CPU (what MLflow's pytorch flavour stores):
+    the hand-written line becomes the nn.Linear with the same weights, x·w + b."""
+    import copy
+
+    if not isinstance(model, Line):
+        return copy.deepcopy(model).cpu().eval()
+    w = model.w.detach().cpu()  # (k, m); nn.Linear keeps (m, k)
+    layer = nn.Linear(w.shape[0], w.shape[1], bias=model.b is not None, dtype=w.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(w.T)
+        if model.b is not None:
+            layer.bias.copy_(model.b.detach().cpu())
+    return layer.eval()
+
+
 def slope_intercept(model) -> Optional[Tuple[float, float]]:
     """(w, b) of a one-input, one-output linear model, else None. b is 0 without a bias, as the
     fitted line then goes through the origin."""

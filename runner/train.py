@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import data, plots, tracking
+from runner import data
+from runner.tracking import record, store
 from runner.config import Diverged, UserError, check
 
 
@@ -25,7 +26,7 @@ class Job:
     """Where a run sits. The CLI fills it from Hydra; a plain call from Python gets defaults."""
     launch_dir: str = "."
     overrides: List[str] = field(default_factory=list)
-    default_name: str = "default"
+    default_name: str = ""  # "": the model and the optimizer
     job_num: Optional[int] = None
     parent_run_id: Optional[str] = None
     quiet: bool = False
@@ -61,38 +62,41 @@ class Trace:
     labels: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (true, predicted), classification
     state: Dict[str, Any] = field(default_factory=dict)  # the weights
     extra: Dict[str, float] = field(default_factory=dict)
+    module: Any = None  # the trained torch model as an nn.Module on the CPU, for MLflow
     seconds: float = 0.0  # the loop alone, from the epoch-0 loss to the last epoch's record
 
 
 def run(cfg: Any, job: Optional[Job] = None) -> Result:
     """Train the composed config `cfg` and record it in MLflow. Raises UserError on bad input,
-    Diverged when the loss blows up; either way the MLflow run is closed, never left RUNNING."""
+    before any run exists; Diverged when the loss blows up; either way the MLflow run is closed,
+    never left RUNNING."""
     job = job or Job()
-    check(cfg)
-    data.check(cfg)  # a bad CSV fails before a run exists
+    dataset, uri, device = validate(cfg, job)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    uri = tracking.resolve_uri(cfg.tracking.uri, job.launch_dir)
-    client, experiment_id = tracking.connect(uri, cfg.experiment_name)
-    digest = tracking.config_hash(resolved)
+    client, experiment_id = store.connect(uri, cfg.experiment_name)
+    digest = record.config_hash(resolved)
     if cfg.resume:
-        done = tracking.find_finished(client, experiment_id, digest)
+        done = record.find_finished(client, experiment_id, digest)
         if done is not None:
             return Result("SKIPPED", done.data.metrics.get("final_loss", math.nan), done.info.run_id,
                           done.info.run_name, cfg.experiment_name, [])
-    mlrun = tracking.Run(client, experiment_id, cfg.run_name or job.default_name, _tags(cfg, digest, job))
+    name = cfg.run_name or job.default_name or f"{cfg.model.name} {cfg.optim.name}"
+    mlrun = record.Run(client, experiment_id, name, _tags(cfg, digest, job))
     try:
-        mlrun.log_params(tracking.flatten({k: v for k, v in resolved.items() if k != "tracking"}))
+        mlrun.log_params(record.params(resolved))
+        mlrun.log_dataset(dataset.name, dataset.source, dataset.X, dataset.y)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
             (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(list(job.overrides)))
             mlrun.log_artifacts(tmp)
-        dataset = data.build(cfg, cfg.seed)
-        loop = numpy_train if cfg.engine == "numpy" else torch_train
-        trace = loop(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, job)
+        if cfg.engine == "numpy":
+            trace = numpy_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags)
+        else:
+            trace = torch_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, device, job.quiet)
         final_loss = trace.curve[-1][1]
         mlrun.log("final_loss", final_loss, cfg.epochs)
         mlrun.log("train_seconds", trace.seconds, cfg.epochs)
-        _artifacts(mlrun, trace, dataset, cfg.engine)
+        _artifacts(mlrun, trace, dataset, cfg)
     except BaseException as e:
         mlrun.end(e)
         e.run_id = mlrun.id  # the error message names the run it closed
@@ -102,10 +106,26 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
                   trace.extra)
 
 
+def validate(cfg: Any, job: Job):
+    """Every check of the user's input, once, before any run exists: ranges, the data (built
+    here, in numpy), the store, the device. Returns (dataset, tracking URI, torch device or None)."""
+    check(cfg)
+    dataset = data.build(cfg, cfg.seed)
+    uri = store.resolve_uri(cfg.tracking.uri, job.launch_dir)
+    store.check_uri(uri)
+    if cfg.engine == "numpy":
+        return dataset, uri, None
+    from runner import devices  # torch
+
+    device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num, dtype=cfg.dtype.value)
+    return dataset, uri, device
+
+
 Log = Callable[[str, float, int], None]
 
 
-def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags, job: Job) -> Trace:
+def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags, device,
+                quiet: bool = False) -> Trace:
     """The loop: epochs of batches; the whole-set loss (and w, b, accuracy, gap) every
     `log_every` epochs and at the last."""
     import torch
@@ -114,10 +134,7 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
 
     torch.manual_seed(cfg.seed)
     dtype = getattr(torch, resolved["dtype"])
-    device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num)
     set_tags({"runner.device_resolved": devices.describe(device)})
-    if device.type == "mps" and dtype == torch.float64:
-        raise UserError("dtype=float64: Apple's MPS has no float64; use dtype=float32 or device=cpu")
     X, y, X_test, y_test = (_tensor(a, dtype, device) for a in
                             (dataset.X, dataset.y, dataset.X_test, dataset.y_test))
     model = models.build(cfg.model, X.shape[1], dataset.out_features, dtype, device)
@@ -153,7 +170,7 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
     # the data, the model's build or the closed-form optimum
     start = time.perf_counter()
     record(0)
-    for epoch in _progress(epochs, job.quiet):
+    for epoch in _progress(epochs, quiet):
         for xb, yb in optim.batches(X, y, batch_size, shuffle, shuffle_gen):
             batch_loss = models.compute_gradients(model, loss, xb, yb)
             optimizer.step()
@@ -171,6 +188,7 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
             (trace.labels[0] == trace.labels[1]).mean())
     trace.line = models.slope_intercept(model)
     trace.state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    trace.module = models.as_module(model)
     return trace
 
 
@@ -206,7 +224,7 @@ class _Guard:
             raise Diverged(bad[0], "batch loss", bad[1])
 
 
-def numpy_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags, job: Job) -> Trace:
+def numpy_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags) -> Trace:
     """The same experiment on the numpy engine: hand-written forward, backward and update."""
     from runner import numpy_engine as npe
 
@@ -287,10 +305,12 @@ def _progress(epochs: int, quiet: bool):
     return tqdm(range(1, epochs + 1), desc="epochs", leave=False, mininterval=0.2)
 
 
-def _artifacts(mlrun: "tracking.Run", trace: Trace, dataset: data.Dataset, engine: str) -> None:
+def _artifacts(mlrun: "record.Run", trace: Trace, dataset: data.Dataset, cfg: Any) -> None:
+    from runner import plots  # matplotlib: not before the run has trained
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if engine == "numpy":
+        if cfg.engine == "numpy":
             np.savez(tmp / "model.npz", **trace.state)
         else:
             import torch
@@ -304,6 +324,9 @@ def _artifacts(mlrun: "tracking.Run", trace: Trace, dataset: data.Dataset, engin
         if trace.labels is not None:
             plots.confusion(*trace.labels, dataset.n_classes, tmp / "confusion.png", mlrun.name)
         mlrun.log_artifacts(str(tmp))
+    if trace.module is not None:
+        example = dataset.X[:5].astype(cfg.dtype.value)  # the inputs the model was trained on
+        mlrun.log_model(trace.module, example, cfg.epochs)
 
 
 def _tags(cfg: Any, digest: str, job: Job) -> dict:

@@ -1,0 +1,8 @@
+"""Everything MLflow, split by concern so that each file reads in one sitting; nothing outside
+this package imports mlflow.
+
+- store:  which store, checked before any run exists; one client per store; the experiment
+- record: one run's record (params, buffered metrics, tags, artifacts, dataset, model)
+- sweep:  the sweep's parent run, a Hydra callback; each job's result file
+- read:   reading a store back, for `python -m runner.compare`
+"""

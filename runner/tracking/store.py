@@ -1,0 +1,149 @@
+"""The store: resolved once, checked in seconds before a run exists, created safely under
+parallel jobs, with one client per store and process."""
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from runner.config import UserError
+
+# MLflow 3's UI opens an experiment on its GenAI overview unless this tag says model training.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "Training runs recorded by `runner` (PyTorch optimisation experiments composed with Hydra). "
+        "A sweep (`python -m runner -m ...`) is one parent run: expand it to see its jobs, named by "
+        "what varies; its description ranks them by `final_loss`. Select runs and press **Compare** "
+        "to plot the swept param against `final_loss`."),
+}
+
+
+def resolve_uri(uri: Optional[str], launch_dir: str) -> str:
+    """Command line wins, then $MLFLOW_TRACKING_URI, then sqlite:///<launch dir>/mlflow.db."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
+    return uri
+
+
+def check_uri(uri: str) -> None:
+    """Fail in seconds, with one line, on a store MLflow would retry against for minutes."""
+    scheme = uri.split(":", 1)[0].lower() if "://" in uri else ""
+    if scheme == "sqlite":
+        return _check_sqlite(uri)
+    if scheme in ("http", "https"):
+        return _check_server(uri)
+    if scheme in ("postgresql", "mysql", "mssql", "databricks") or scheme.startswith(
+            ("postgresql+", "mysql+", "mssql+")):
+        return
+    raise UserError(f"tracking.uri={uri!r}: not a usable store; use sqlite:///ABSOLUTE/PATH/mlflow.db "
+                    "or http://HOST:PORT (the ./mlruns file store is gone since MLflow 3.13)")
+
+
+def _check_sqlite(uri: str) -> None:
+    path = sqlite_path(uri)
+    if path is None:
+        raise UserError(f"tracking.uri={uri!r}: an in-memory or empty sqlite path keeps nothing; "
+                        "use sqlite:///ABSOLUTE/PATH/mlflow.db")
+    if not path.parent.is_dir():
+        raise UserError(f"tracking.uri={uri!r}: folder {str(path.parent)!r} does not exist")
+    if path.exists():
+        if not path.is_file():
+            raise UserError(f"tracking.uri={uri!r}: {str(path)!r} is not a file")
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\0":
+            raise UserError(f"tracking.uri={uri!r}: {str(path)!r} is not an SQLite database "
+                            "(corrupt or another kind of file)")
+        if not os.access(path, os.W_OK):
+            raise UserError(f"tracking.uri={uri!r}: {str(path)!r} is read-only")
+    elif not os.access(path.parent, os.W_OK):
+        raise UserError(f"tracking.uri={uri!r}: cannot create a store in read-only {str(path.parent)!r}")
+
+
+def _check_server(uri: str) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            if r.status == 200:
+                return
+            problem = f"answered {r.status}"
+    except urllib.error.HTTPError as e:
+        problem = f"answered {e.code}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        problem = str(getattr(e, "reason", e))
+    raise UserError(f"tracking.uri={uri!r}: no MLflow server at {url} ({problem}); start one with "
+                    "`mlflow server --host 127.0.0.1 --port PORT` or use the default sqlite store")
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    rest = uri[len("sqlite://"):]
+    if not rest.startswith("/") or rest in ("/", "/:memory:"):
+        return None
+    return Path(rest[1:] if rest.startswith("//") else rest)
+
+
+_CLIENTS: Dict[str, Any] = {}
+
+
+def connect(uri: str, experiment_name: str):
+    """(client, experiment_id) on a store `check_uri` accepted. Creating a fresh sqlite store
+    from several processes at once corrupts it, so the schema and the experiment are created
+    under a file lock."""
+    # MLflow retries an unreachable server for minutes; we already checked it answers.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from filelock import FileLock
+
+    client = get_client(uri)
+    path = sqlite_path(uri) if uri.startswith("sqlite") else None
+    if path is None:
+        return client, _experiment_id(client, experiment_name, None)
+    with FileLock(str(path) + ".lock", timeout=120):
+        return client, _experiment_id(client, experiment_name, (path.parent / "mlartifacts").as_uri())
+
+
+def get_client(uri: str):
+    """One MlflowClient per store and process: a sweep's jobs share it (~50 ms each)."""
+    if uri not in _CLIENTS:
+        from mlflow.tracking import MlflowClient
+
+        # No sqlite pragmas on MLflow's engine: WAL with synchronous=NORMAL measured no faster
+        # (the cost is Python, above, not the disk), and WAL sticks to the file for every later
+        # user: it does not work on a network file system (a cluster sweep's shared store), and
+        # readers such as `mlflow ui` then need write access to the store's folder.
+        for name in ("mlflow", "alembic"):  # their INFO lines would break "one line per run"
+            logging.getLogger(name).setLevel(logging.WARNING)
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
+
+
+def _experiment_id(client, name: str, artifact_location: Optional[str]) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"experiment_name={name!r}: that experiment is deleted in this store; "
+                            "restore it (mlflow experiments restore) or choose another name")
+        for key, value in EXPERIMENT_TAGS.items():  # a store made before these tags existed
+            if key not in exp.tags:
+                client.set_experiment_tag(exp.experiment_id, key, value)
+    except MlflowException as e:
+        raise UserError(f"tracking: the store refused the experiment {name!r}: "
+                        f"{str(e).splitlines()[0]}") from e
+    return exp.experiment_id
+
+
+def open_store(uri: str):
+    """A client on an existing store; UserError when there is none (reading must not create one)."""
+    check_uri(uri)
+    path = sqlite_path(uri) if uri.startswith("sqlite") else None
+    if path is not None and not path.is_file():
+        raise UserError(f"tracking.uri={uri!r}: no MLflow store at {str(path)!r}; run a sweep first "
+                        "(python -m runner -m lr=1e-3,1e-2) or give --tracking-uri")
+    return get_client(uri)
