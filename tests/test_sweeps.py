@@ -182,15 +182,15 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_skips_the_finished(tmp_pat
 def test_a_job_killed_before_it_wrote_its_result_counts_as_failed(tmp_path):
     """A job dir that Hydra set up but that holds no result.json (out of memory, a cluster time
     limit) is a failed job in the parent's summary, not a missing one."""
-    from runner import tracking
+    from runner.tracking import sweep
 
     for num, overrides in ((0, ["lr=0.1"]), (1, ["lr=0.2"]), (10, ["lr=0.3"])):
         (tmp_path / str(num) / ".hydra").mkdir(parents=True)
         (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    tracking.write_result(str(tmp_path / "0"), {"status": "FINISHED", "name": "lr=0.1", "final_loss": 1.0,
+    sweep.write_result(str(tmp_path / "0"), {"status": "FINISHED", "name": "lr=0.1", "final_loss": 1.0,
                                                 "run_id": "r0", "curve": [[0, 2.0], [1, 1.0]]})
-    tracking.write_result(str(tmp_path / "10"), {"status": "FAILED", "name": "lr=0.3", "reason": "diverged"})
-    results = tracking._job_results(tmp_path)
+    sweep.write_result(str(tmp_path / "10"), {"status": "FAILED", "name": "lr=0.3", "reason": "diverged"})
+    results = sweep.job_results(tmp_path)
     assert [(r["name"], r["status"]) for r in results] == [("lr=0.1", "FINISHED"), ("lr=0.2", "LOST"),
                                                             ("lr=0.3", "FAILED")]
     assert "killed or crashed" in results[1]["reason"]

@@ -66,7 +66,7 @@ def test_log_every_always_includes_the_last_epoch(shared_store):
 
 
 def test_store_resolution_order(tmp_path, monkeypatch):
-    from runner.tracking import resolve_uri
+    from runner.tracking.store import resolve_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resolve_uri(None, str(tmp_path)) == f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -109,14 +109,46 @@ def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
 
 
 def test_store_stays_in_rollback_journal_mode(shared_store):
-    """WAL is deliberately not enabled (runner/tracking.py, _client): it persists in the file and
+    """WAL is deliberately not enabled (runner/tracking/store.py, get_client): it persists in the file and
     breaks stores on network file systems that cluster sweeps share."""
     import sqlite3
 
-    from runner.tracking import sqlite_path
+    from runner.tracking.store import sqlite_path
 
     train.run(make_cfg("epochs=3", f"tracking.uri={shared_store}"))
     path = sqlite_path(shared_store)
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not path.with_name(path.name + "-wal").exists()
+
+
+def test_the_logged_model_loads_with_mlflow_and_predicts_as_the_state_dict(tmp_path, monkeypatch):
+    """runs:/ID/model through MLflow's pytorch flavour; model.pt through a plain weights-only load
+    into a fresh module: the same predictions, for the hand-written line and for an mlp."""
+    import mlflow.pytorch
+    import numpy as np
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for overrides, fresh in ((["experiment=gd_vs_sgd"], None),
+                             (["model=mlp", "optim=adam", "model.hidden=7", "epochs=5"],
+                              lambda: torch.nn.Sequential(torch.nn.Linear(2, 7), torch.nn.ReLU(),
+                                                          torch.nn.Linear(7, 1)))):
+        result = train.run(make_cfg(*overrides, f"tracking.uri={uri}"))
+        c = client_for(uri)
+        run = c.get_run(result.run_id)
+        assert [m.model_id for m in run.outputs.model_outputs]  # the Models column's link
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # where runs:/ looks
+        loaded = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
+        state = torch.load(c.download_artifacts(result.run_id, "model.pt", str(tmp_path)), weights_only=True)
+        X = torch.from_numpy(np.random.default_rng(1).standard_normal((6, 1 if fresh is None else 2)))
+        X = X.to(next(loaded.parameters()).dtype)
+        if fresh is None:  # the line: ŷ = X·w + b from its own tensors
+            expected = X @ state["w"] + state.get("b", 0.0)
+        else:
+            module = fresh().to(X.dtype)
+            module.load_state_dict(state)
+            expected = module(X)
+        with torch.no_grad():
+            assert torch.allclose(loaded(X), expected, rtol=1e-12, atol=0)
+    [inp] = run.inputs.dataset_inputs
+    assert inp.dataset.name == "synthetic_linear" and "seed=0" in inp.dataset.source

@@ -78,6 +78,11 @@ def _check_server(uri: str) -> None:
                     "`mlflow server --host 127.0.0.1 --port PORT` or use the default sqlite store")
 
 
+def ui_base(uri: str) -> str:
+    """Where MLflow's UI for this store answers: the server itself, or `make ui` on a file."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def sqlite_path(uri: str) -> Optional[Path]:
     rest = uri[len("sqlite://"):]
     if not rest.startswith("/") or rest in ("/", "/:memory:"):

@@ -7,6 +7,7 @@ import math
 import re
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -15,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.tracking.record import Run
-from runner.tracking.store import check_uri, connect, resolve_uri
+from runner.tracking.store import check_uri, connect, resolve_uri, ui_base
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep dir: how jobs on other hosts find the parent
 SWEPT_FILE = "swept_keys.json"  # in the sweep dir: the keys that vary, which name each job
@@ -94,17 +95,30 @@ class SweepCallback(Callback):
         if done:
             best = min(done, key=lambda r: sort_loss(r["final_loss"]))
             tags.update({"runner.best_run_id": best["run_id"], "runner.best_run_name": best["name"]})
-            self.parent.log("best_final_loss", best["final_loss"], 0)
+            self.parent.log("best_final_loss", best["final_loss"], 0)  # step 0: a bar a run
         for label, (mean, std, _) in over_seeds(done).items():
             self.parent.log(f"final_loss_mean/{metric_safe(label)}", mean, 0)
             self.parent.log(f"final_loss_std/{metric_safe(label)}", std, 0)
+        link = self._save_view(config)
+        tags["mlflow.note.content"] += f"\n\n[Open this sweep's runs as charts]({link})"
         self.parent.set_tags(tags)
         self._log_overlay(results)
         self.parent.end(None)
         ACTIVE_PARENT.clear()
         print(f"sweep: {len(done)} of {len(results)} jobs ok"
               + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
-                 if done else "") + f"; parent run {self.parent.id}")
+                 if done else "") + f"; parent run {self.parent.id}; charts: {link}")
+
+    def _save_view(self, config: DictConfig) -> str:
+        """A saved view of this sweep in MLflow's UI (its "Views" menu; an experiment tag): only
+        its children, sorted by final_loss, the swept params and final_loss as columns, and
+        charts of each swept param against final_loss. Returns a link that opens it."""
+        key = f"sweep-{self.parent.id[:12]}"
+        params = [param_name(k) for k in sorted(swept(config))]
+        self.parent.client.set_experiment_tag(self.parent.experiment_id, f"mlflow.sharedViewState.{key}",
+                                              json.dumps(saved_view(self.parent.name, self.parent.id, params)))
+        return (f"{ui_base(self.parent.client.tracking_uri)}/#/experiments/{self.parent.experiment_id}/runs"
+                f"?viewStateShareKey={key}&compareRunsMode=CHART&workflowType=machine_learning")
 
     def _log_overlay(self, results: List[Dict[str, Any]]) -> None:
         """sweep_loss_curves.png on the parent: every job's loss curve in one plot."""
@@ -122,6 +136,27 @@ class SweepCallback(Callback):
             with tempfile.TemporaryDirectory() as tmp:
                 plots.overlay(curves, Path(tmp) / "sweep_loss_curves.png", self.parent.name)
                 self.parent.log_artifacts(tmp)
+
+
+def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
+    """The UI state MLflow 3.17's experiment page keeps in a `mlflow.sharedViewState.*` tag."""
+    section = "sec-sweep"
+    charts = [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
+               "deleted": False, "isGenerated": False, "xaxis": {"key": p, "type": "PARAM"},
+               "yaxis": {"key": "final_loss", "type": "METRIC"}} for p in params]
+    charts.append({"uuid": "parallel", "type": "PARALLEL", "runsCountToCompare": 100, "metricSectionId": section,
+                   "deleted": False, "isGenerated": False, "selectedParams": params,
+                   "selectedMetrics": ["final_loss"], "showAllRuns": True})
+    state = {"orderByKey": "metrics.`final_loss`", "orderByAsc": True,
+             "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_id}'",
+             "selectedColumns": [f"params.`{p}`" for p in params] + ["metrics.`final_loss`",
+                                                                   "attributes.`Dataset`", "attributes.`Models`"],
+             "runsHiddenMode": "SHOW_ALL",
+             "compareRunSections": [{"uuid": section, "name": "final_loss against what the sweep varies",
+                                     "display": True, "isReordered": False, "deleted": False, "isGenerated": False}],
+             "compareRunCharts": charts}
+    now = int(time.time() * 1000)
+    return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
 
 
 def describe(results: List[Dict[str, Any]], experiment_id: str, command: str) -> str:
