@@ -33,6 +33,7 @@ def task(cfg: DictConfig) -> Optional[float]:
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     name = hc.job.override_dirname or "default"
+    submitted = _in_submitit_job()
     try:
         # bad values, CSVs and stores fail here, before torch or mlflow is imported
         config.check(cfg)
@@ -47,6 +48,15 @@ def task(cfg: DictConfig) -> Optional[float]:
                         parent_run_id=tracking.read_parent_id(hc.sweep.dir) if sweep else None,
                         quiet=sweep)
         result = train.run(cfg, job)
+    except KeyboardInterrupt:
+        if not submitted:
+            raise  # Ctrl-C on a sweep in this process stops the whole sweep
+        # scancel or a time limit stopped this job alone: the run is KILLED, the sweep goes on
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM may signal twice; the result must land
+        reason = "killed (scancel or the time limit)"
+        print(f"killed: {name}: {reason}", file=sys.stderr, flush=True)
+        tracking.write_result(hc.runtime.output_dir, {"status": "KILLED", "name": name, "reason": reason})
+        return None
     except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
         if not sweep:
             FAILED.append(e)  # main() reports it: one line, the exit code
@@ -59,6 +69,26 @@ def task(cfg: DictConfig) -> Optional[float]:
     if sweep:
         tracking.write_result(hc.runtime.output_dir, result.as_dict())
     return result.final_loss
+
+
+def _in_submitit_job() -> bool:
+    """A job that submitit started (SLURM or submitit_local). submitit sets SIGTERM to be ignored
+    there, so scancel or a time limit would leave the run RUNNING until SLURM's SIGKILL, and the
+    launcher, finding no result, waiting on accounting: take SIGTERM back to end the run KILLED."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return False
+    signal.signal(signal.SIGTERM, _terminate)  # submitit runs the job in its main thread
+    warning = signal.getsignal(signal.SIGUSR2)  # submitit's: requeue when preempted, else raise
+
+    def time_limit(signum, frame):
+        try:
+            warning(signum, frame)
+        except Exception:  # timed out, no requeue left: the time limit ends the run as scancel does
+            raise Terminated() from None
+
+    if callable(warning):
+        signal.signal(signal.SIGUSR2, time_limit)
+    return True
 
 
 def one_line(e: BaseException) -> str:
