@@ -6,7 +6,9 @@ STAMP   := .venv/.installed
 HOST    ?= 127.0.0.1
 PORT    ?= 5000
 
-.PHONY: run test test-fast bench ui clean
+CLUSTER := .venv/.installed-cluster
+
+.PHONY: run test test-fast test-cluster bench ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
@@ -23,6 +25,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+$(CLUSTER): $(STAMP)
+	$(PIP) install -q -e '.[cluster]'
+	touch $(CLUSTER)
+
+# Root, with Debian's slurm-wlm, munge and postgresql (.ci/run installs them): a one-node SLURM,
+# PostgreSQL and an mlflow server on this machine (scripts/local_cluster.sh), sweeps through
+# sbatch, the faults a cluster brings; every daemon is stopped at the end. About 5 minutes.
+test-cluster: $(CLUSTER)
+	$(PY) -m pytest -q -s tests/cluster
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

@@ -33,12 +33,23 @@ def task(cfg: DictConfig) -> Optional[float]:
     varying = {sweeps.override_key(o): o.split("=", 1)[1] for o in overrides
                if sweeps.override_key(o) in swept_keys}
     name = run_name(cfg, hc.runtime.choices.get("experiment"), overrides, varying)
+    submitted = _in_submitit_job()
     try:
         from runner import train  # numpy; torch and mlflow come after the input is checked
 
         job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
                         job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep)
         result = train.run(cfg, job)
+    except KeyboardInterrupt:
+        if not submitted:
+            raise  # Ctrl-C on a sweep in this process stops the whole sweep
+        # scancel or a time limit stopped this job alone: the run is KILLED, the sweep goes on
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM may signal twice; the result must land
+        reason = "killed (scancel or the time limit)"
+        print(f"killed: {name}: {reason}", file=sys.stderr, flush=True)
+        sweeps.write_result(hc.runtime.output_dir, {"status": "KILLED", "name": name, "reason": reason,
+                                                    "swept": varying})
+        return None
     except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
         if not sweep:
             e.debug = cfg.debug  # the composed value: debug=true, debug=True, debug=1 ...
@@ -63,6 +74,26 @@ def run_name(cfg: DictConfig, preset: Optional[str], overrides: List[str], varyi
     rest = ",".join(o for o in overrides if sweeps.override_key(o) not in UNNAMED)
     head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
     return " ".join(part for part in (head, rest) if part)[:250]
+
+
+def _in_submitit_job() -> bool:
+    """A job that submitit started (SLURM or submitit_local). submitit sets SIGTERM to be ignored
+    there, so scancel or a time limit would leave the run RUNNING until SLURM's SIGKILL, and the
+    launcher, finding no result, waiting on accounting: take SIGTERM back to end the run KILLED."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return False
+    signal.signal(signal.SIGTERM, _terminate)  # submitit runs the job in its main thread
+    warning = signal.getsignal(signal.SIGUSR2)  # submitit's: requeue when preempted, else raise
+
+    def time_limit(signum, frame):
+        try:
+            warning(signum, frame)
+        except Exception:  # timed out, no requeue left: the time limit ends the run as scancel does
+            raise Terminated() from None
+
+    if callable(warning):
+        signal.signal(signal.SIGUSR2, time_limit)
+    return True
 
 
 def one_line(e: BaseException) -> str:

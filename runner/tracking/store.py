@@ -97,8 +97,10 @@ def connect(uri: str, experiment_name: str):
     """(client, experiment_id) on a store `check_uri` accepted. Creating a fresh sqlite store
     from several processes at once corrupts it, so the schema and the experiment are created
     under a file lock."""
-    # MLflow retries an unreachable server for minutes; we already checked it answers.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    # We already checked that the server answers. Once a run is under way, a server restart
+    # (~30 s with PostgreSQL) must not fail it: 6 retries back off 0+4+8+16+32+64 s, ~2 min,
+    # and the points wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "6")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from filelock import FileLock
 
