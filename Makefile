@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 ui: $(STAMP)
+	@echo "MLflow UI (model training view): http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"
 	.venv/bin/mlflow ui --host $(HOST) --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 clean:
