@@ -2,7 +2,7 @@
 with the backward pass written out as in the classic numpy example. It never imports torch.
 
 Weights are stored as the maths reads (x·w1), so w1 is the transpose of torch's Linear.weight;
-an mlp's layers are w1, b1, w2, b2, ... in order.
+an mlp's layer i has weights w{i} and bias b{i}, counted from 1 at the input.
 """
 import math
 from typing import Any, Dict, List, Optional, Tuple
