@@ -1,7 +1,8 @@
-"""The runner's performance targets (P1-P6, and cuda against cpu where a GPU is present), measured.
+"""The runner's performance targets (P1-P7, and cuda against cpu where a GPU is present), measured.
 
     .venv/bin/python benchmarks/bench.py              # everything; writes BENCHMARKS.md (or: make bench)
     .venv/bin/python benchmarks/bench.py --only P1,P3 # some targets; writes nothing unless --out
+    .venv/bin/python benchmarks/bench.py --only P7    # the MNIST network's epoch alone (~1 minute)
 
 Each comparison runs its arms interleaved (A, B, A, B, ...) and compares medians, so drift in
 the machine's load hits both arms alike. Whole processes run with a temporary folder as cwd and
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 REPEATS = 3  # whole-process repetitions per arm (each run takes seconds: imports and the store)
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"  # BENCHMARKS.md: text outside is kept
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "GPU")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "GPU")
 
 # The floor of P2 and P4: what any Python+torch+MLflow tool pays before doing anything.
 FLOOR_CODE = ("import sys, torch, mlflow; from mlflow.tracking import MlflowClient; "
@@ -42,6 +43,7 @@ SWEEP_LRS = [round(0.005 * (k + 1), 3) for k in range(20)]  # gd_vs_sgd converge
 P4_NAIVE_EPOCHS, NAIVE_JOBS = 1000, 4
 P5_EPOCHS = 3000  # mlp_adam: about 2 s of compute per job on this 2-core machine
 P6_MLP_EPOCHS, P6_LINE_EPOCHS = 1000, 3000
+P7_TRAIN, P7_TEST = 60000, 10000  # MNIST's sizes, random 28x28 pixels: one epoch of experiment=mnist_mlp
 BUDGET_S = 480  # past this, comparisons stop after their second round, so a run ends in ~10 min
 
 
@@ -408,6 +410,20 @@ def p6(b: Bench, data: Path) -> None:
                       f"bare without the loss {bare:.3f} s {fmt_samples(res['line_bare_no_loss'])}"))
 
 
+def p7(b: Bench, data: Path) -> None:
+    res = inprocess(b, "P7", data)
+    runner, bare = med(res["runner"]), med(res["bare"])
+    steps = -(-P7_TRAIN // 200)
+    b.rows.append(Row("P7", f"steps/s of the runner's loop / a bare torch loop: experiment=mnist_mlp "
+                      f"(784 -> 200 -> 200 -> 10, SGD momentum, {steps} shuffled batches of 200), one epoch of "
+                      f"a random {P7_TRAIN}x784 float32 set", f"{bare / runner:.3f}x", ">= 0.9x",
+                      judge(bare / runner >= 0.9),
+                      f"runner train_seconds {runner:.3f} s {fmt_samples(res['runner'])} ({steps / runner:.0f} "
+                      f"steps/s), bare {bare:.3f} s {fmt_samples(res['bare'])} ({steps / bare:.0f} steps/s); "
+                      f"reading the {P7_TRAIN + P7_TEST} images from the IDX files (data.check + data.build, "
+                      f"untimed in both arms): {med(res['read']):.3f} s"))
+
+
 def gpu(b: Bench, data: Path) -> None:
     res = inprocess(b, "GPU", data)
     if res.get("skipped"):
@@ -550,6 +566,82 @@ def child_p6(args) -> dict:
     return out
 
 
+def write_random_mnist(folder: Path) -> None:
+    """MNIST's four IDX files, random pixels and labels: the shapes and format of the real thing."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, shape in (("train-images-idx3-ubyte", (P7_TRAIN, 28, 28)), ("train-labels-idx1-ubyte", (P7_TRAIN,)),
+                        ("t10k-images-idx3-ubyte", (P7_TEST, 28, 28)), ("t10k-labels-idx1-ubyte", (P7_TEST,))):
+        a = rng.integers(0, 256 if len(shape) == 3 else 10, shape, dtype=np.uint8)
+        header = (0x800 + len(shape)).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape)
+        (folder / name).write_bytes(header + a.tobytes())
+
+
+def bare_mnist(folder: Path) -> float:
+    """Seconds for the textbook epoch of the mnist_mlp network: shuffled batches of 200, SGD lr 0.01
+    momentum 0.9, cross-entropy; before and after it, what the runner records for a classifier (the
+    whole-set loss and accuracy, the test loss and accuracy, each read with .item())."""
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.nn.functional import cross_entropy
+
+    def read(name: str, header: int, width: int):
+        a = np.fromfile(folder / name, np.uint8, offset=header).reshape(-1, width)
+        return torch.from_numpy((a.astype(np.float32) / 255 - 0.1307) / 0.3081)
+
+    X, Xt = read("train-images-idx3-ubyte", 16, 784), read("t10k-images-idx3-ubyte", 16, 784)  # (N, 784)
+    y, yt = (torch.from_numpy(np.fromfile(folder / n, np.uint8, offset=8).astype(np.int64))
+             for n in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+
+    def record() -> None:
+        with torch.no_grad():
+            for inputs, labels in ((X, y), (Xt, yt)):
+                out = model(inputs)  # (N, 10)
+                cross_entropy(out, labels).item(), (out.argmax(1) == labels).double().mean().item()
+
+    start = time.perf_counter()
+    record()
+    for idx in torch.randperm(len(X), generator=gen).split(200):
+        opt.zero_grad()
+        cross_entropy(model(X[idx]), y[idx]).backward()
+        opt.step()
+    record()
+    return time.perf_counter() - start
+
+
+def child_p7(args) -> dict:
+    from runner import data
+
+    folder = args.dir / "mnist"
+    write_random_mnist(folder)
+    cfg = compose("experiment=mnist_mlp", f"dataset.root={folder}", "epochs=1", "device=cpu",
+                  f"tracking.uri=sqlite:///{args.dir}/mlflow.db")
+
+    def read() -> float:
+        data._load_mnist.cache_clear()
+        start = time.perf_counter()
+        data.check(cfg)
+        data.build(cfg, 0)
+        return time.perf_counter() - start
+
+    arms = {"runner": lambda: run_runner(cfg, args.dir)[1].train_seconds, "bare": lambda: bare_mnist(folder),
+            "read": read}
+    for arm in arms.values():
+        arm()  # warm-up
+    out: Dict[str, List[float]] = {}
+    for _ in range(max(5, args.repeats)):
+        for name, arm in arms.items():
+            out.setdefault(name, []).append(arm())
+    return out
+
+
 def child_gpu(args) -> dict:
     import torch
 
@@ -582,14 +674,14 @@ def child_gpu(args) -> dict:
 
 def child(args) -> None:
     args.dir = Path(args.dir)
-    if args.child in ("P3", "P6"):
+    if args.child in ("P3", "P6", "P7"):
         import torch
 
         # Both arms single-threaded: with other work on the 2 cores, OpenMP's barriers turn a
         # 1 ms step into 10-50 ms at random, which swamps any loop overhead. At these sizes
         # (64x1000 @ 1000x100 and smaller) a second thread gains nothing on an idle machine.
         torch.set_num_threads(1)
-    out = {"P3": child_p3, "P6": child_p6, "GPU": child_gpu}[args.child](args)
+    out = {"P3": child_p3, "P6": child_p6, "P7": child_p7, "GPU": child_gpu}[args.child](args)
     print(json.dumps(out))
 
 
@@ -684,6 +776,17 @@ DEFINITIONS = f"""\
   `experiment=mlp_adam epochs={P6_MLP_EPOCHS}`; line: `experiment=csv_linreg epochs={P6_LINE_EPOCHS}`
   on the 100-point CSV against a vectorized analytic-gradient loop. Figure = median(bare) /
   median(runner) = runner steps/s / bare steps/s; at least 5 interleaved repeats after a warm-up.
+- **P7**: in-process, torch set to 1 thread for both arms (as P6). `experiment=mnist_mlp epochs=1
+  device=cpu` on {P7_TRAIN} training and {P7_TEST} test images of random pixels and labels, written
+  as the four IDX files MNIST comes in (the runner reads them as it reads MNIST), against a bare
+  loop written in this file: the same network (784 -> 200 -> 200 -> 10, ReLU, torch's default
+  init), `torch.optim.SGD(lr=0.01, momentum=0.9)`, one epoch of `torch.randperm` batches of 200
+  (indexing X, as the runner does), cross-entropy; before and after the epoch it reads what the
+  runner records for a classifier with a test split (loss and accuracy on the training set and
+  on the test set, each with `.item()`). The runner's `train_seconds` (epoch-0 record to the last
+  record) against the bare loop's time over the same span. Figure = median(bare) / median(runner) =
+  runner steps/s / bare steps/s; at least 5 interleaved repeats after a warm-up. The time to read
+  and normalise the images (`data.check` then `data.build`, cache cleared) is shown beside it.
 - **GPU**: only where `torch.cuda.is_available()`: bare mlp + Adam loops at 8192 samples, 1000 inputs,
   hidden 1000, 10 outputs, synchronized, after warm-up steps; and the runner's loop on cuda against
   the bare cuda loop.
@@ -723,12 +826,12 @@ def write_report(path: Path, b: Bench, info: Dict[str, str], printed: str, total
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated targets (P1..P6, GPU); default all")
+    ap.add_argument("--only", help="comma-separated targets (P1..P7, GPU); default all")
     ap.add_argument("--repeats", type=int, default=REPEATS, help="whole-process runs per arm (default 3)")
     ap.add_argument("--budget", type=float, default=BUDGET_S,
                     help=f"seconds after which comparisons stop at 2 rounds (default {BUDGET_S})")
     ap.add_argument("--out", help="report file (default BENCHMARKS.md, and none with --only)")
-    ap.add_argument("--child", choices=("P3", "P6", "GPU"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("P3", "P6", "P7", "GPU"), help=argparse.SUPPRESS)
     ap.add_argument("--csv", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -753,6 +856,7 @@ def main() -> None:
                        cwd=b.tmp, env=child_env(), capture_output=True)
         sections = {"P1": lambda: p1(b), "P2": lambda: p2(b, data), "P3": lambda: p3(b, data),
                     "P4": lambda: p4(b), "P5": lambda: p5(b), "P6": lambda: p6(b, data),
+                    "P7": lambda: p7(b, data),
                     "GPU": lambda: gpu(b, data)}
         for name in [t for t in TARGETS if t in only]:
             start = time.perf_counter()

@@ -6,10 +6,10 @@ Types are enforced by OmegaConf while Hydra composes (so `lr=abc` never reaches 
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, ListConfig, OmegaConf
 
 
 class UserError(Exception):
@@ -38,6 +38,12 @@ class Loss(Enum):
 class DType(Enum):
     float32 = "float32"
     float64 = "float64"
+
+
+class Activation(Enum):  # between an mlp's Linear layers
+    relu = "relu"
+    tanh = "tanh"
+    sigmoid = "sigmoid"
 
 
 # ---- dataset -------------------------------------------------------------------------------
@@ -75,6 +81,15 @@ class DigitsDataset:
     test_fraction: float = 0.2
 
 
+@dataclass
+class MnistDataset:
+    name: str = "mnist"  # the four IDX files (plain or .gz) in ROOT/MNIST/raw/ or ROOT/; never downloaded
+    root: str = "data"  # torchvision's MNIST(root="data", download=True) leaves data/MNIST/raw/
+    limit: Optional[int] = None  # the first N training images; None: all (the test split is whole)
+    mean: float = 0.1307  # (pixel/255 - mean) / std, torchvision's usual Normalize for MNIST
+    std: float = 0.3081
+
+
 # ---- model ---------------------------------------------------------------------------------
 @dataclass
 class LineModel:
@@ -96,7 +111,8 @@ class LinearModel:
 @dataclass
 class MlpModel:
     name: str = "mlp"
-    hidden: int = 100
+    hidden: Any = 100  # an int (one hidden layer) or a list of ints ([200, 200]); see hidden_sizes
+    activation: Activation = Activation.relu
     bias: bool = True
     init: str = "default"  # default (torch's) | normal
     std: float = 1.0
@@ -178,7 +194,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, nodes in {
-        "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset, DigitsDataset],
+        "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset, DigitsDataset, MnistDataset],
         "model": [LineModel, LinearModel, MlpModel],
         "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim],
     }.items():
@@ -188,6 +204,7 @@ def register() -> None:
 
 
 # ---- range checks --------------------------------------------------------------------------
+CLASSIFICATION_DATASETS = ("digits", "mnist")  # and csv with task=classification
 INITS = {"line": ("zeros", "normal", "constant"), "linear": ("default", "normal", "zeros"),
          "mlp": ("default", "normal")}
 
@@ -200,6 +217,26 @@ def _check_engine(cfg: Any, classify: bool) -> None:
         _require(not cfg.optim.shuffle, "optim.shuffle", True, "engine=numpy takes batches in order")
         _require(not classify, "loss", cfg.loss.value, "engine=numpy runs regression losses only")
         _require(cfg.device.name in ("auto", "cpu"), "device", cfg.device.name, "engine=numpy runs on the CPU")
+
+
+def hidden_sizes(hidden: Any) -> Tuple[int, ...]:
+    """The widths of an mlp's hidden layers: an int is one layer, a list one per entry. The schema
+    types `hidden` as Any (OmegaConf has no int-or-list), so this is its type check too."""
+    sizes = list(hidden) if isinstance(hidden, (list, tuple, ListConfig)) else [hidden]
+    if not sizes or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes):
+        raise UserError(f"model.hidden={sizes if isinstance(hidden, ListConfig) else hidden!r}: must be an "
+                        "integer >= 1 (one hidden layer) or a list of them, one per layer, e.g. [200,200]")
+    return tuple(sizes)
+
+
+def _check_mnist(d: Any) -> None:
+    import math
+
+    _require(bool(d.root.strip()), "dataset.root", d.root, "must name the folder that holds the MNIST files")
+    _require(d.limit is None or d.limit >= 1, "dataset.limit", d.limit,
+             "must be an integer >= 1 (or null for every training image)")
+    _require(math.isfinite(d.mean), "dataset.mean", d.mean, "must be a finite number")
+    _require(d.std > 0 and math.isfinite(d.std), "dataset.std", d.std, "must be a finite number > 0")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -227,9 +264,11 @@ def check(cfg: Any) -> None:
         _require(0 <= d.test_fraction < 1, "dataset.test_fraction", d.test_fraction, "must be in [0, 1)")
     if "n_samples" in d:
         _require(d.n_samples >= 1, "dataset.n_samples", d.n_samples, "must be an integer >= 1")
-    classify = d.name == "digits" or (d.name == "csv" and d.task == "classification")
+    if d.name == "mnist":
+        _check_mnist(d)
+    classify = d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == "classification")
     if classify != (cfg.loss == Loss.cross_entropy):
-        _require(False, "loss", cfg.loss.value, "classification (dataset=digits or dataset.task="
+        _require(False, "loss", cfg.loss.value, "classification (dataset=digits, mnist or dataset.task="
                  "classification) takes loss=cross_entropy, regression mse, sse or half_mse")
     _check_engine(cfg, classify)
     _require(cfg.check_grad_tol > 0, "check_grad_tol", cfg.check_grad_tol, "must be > 0")
@@ -244,7 +283,7 @@ def check(cfg: Any) -> None:
     if m.init == "normal":
         _require(m.std > 0 and math.isfinite(m.std), "model.std", m.std, "must be a finite number > 0")
     if m.name == "mlp":
-        _require(m.hidden >= 1, "model.hidden", m.hidden, "must be an integer >= 1")
+        hidden_sizes(m.hidden)
     _require(o.batch_size is None or o.batch_size >= 1, "optim.batch_size", o.batch_size,
              "must be an integer >= 1 (or null for the full batch)")
     if "momentum" in o:

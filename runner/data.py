@@ -2,17 +2,20 @@
 
 build() returns a Dataset: X (N, features) float64 and y, either (N, targets) float64 for
 regression or (N,) int64 class labels for classification, plus an optional held-out test split.
-CSV parsing needs only numpy, so the CLI can check a file before torch is imported."""
+(MNIST's X comes in the run's dtype: 60k images are 376 MB in float64.) CSV and IDX parsing need
+only numpy, so the CLI can check a file before torch is imported."""
 import csv
+import gzip
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from runner.config import UserError
+from runner.config import CLASSIFICATION_DATASETS, UserError
 
 MAX_CSV_BYTES = 1 << 30  # refuse absurd files before reading them into memory
 
@@ -33,14 +36,14 @@ class Dataset:
 
 
 def is_classification(d: Any) -> bool:
-    return d.name == "digits" or (d.name == "csv" and d.task == "classification")
+    return d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == "classification")
 
 
 def build(cfg: Any, seed: int) -> Dataset:
     """The dataset of `cfg.dataset`; random ones drawn from numpy's generator seeded by `seed`.
     Numpy only: train.run builds it before torch is imported or a run exists, so a bad file
     fails fast and leaves nothing behind."""
-    dataset = _arrays(cfg.dataset, seed)
+    dataset = _arrays(cfg, seed)
     dataset.name, dataset.source = _origin(cfg.dataset, seed)
     return dataset
 
@@ -51,11 +54,14 @@ def _origin(d: Any, seed: int):
         return Path(d.path).name, str(Path(d.path).resolve())
     if d.name == "digits":
         return "digits", "sklearn.datasets.load_digits()"
+    if d.name == "mnist":
+        return "mnist" + (f"[:{d.limit}]" if d.limit else ""), str(Path(d.root).resolve())
     settings = ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")
     return d.name, f"{d.name}({settings}, seed={seed})"
 
 
-def _arrays(d: Any, seed: int) -> Dataset:
+def _arrays(cfg: Any, seed: int) -> Dataset:
+    d = cfg.dataset
     rng = np.random.default_rng(seed)
     if d.name == "csv":
         X, y = load_csv(d.path, d.target, d.delimiter, d.header)
@@ -77,7 +83,14 @@ def _arrays(d: Any, seed: int) -> Dataset:
 
         X, y = load_digits(return_X_y=True)
         return _split(X / 16.0, y.astype(np.int64), d.test_fraction, rng, 10)  # pixels 0..16 -> 0..1
-    raise UserError(f"dataset.name={d.name!r}: must be one of csv, synthetic_linear, random_mlp, digits")
+    if d.name == "mnist":
+        images, labels, test_images, test_labels = load_mnist(d.root)
+        if d.limit is not None and d.limit > len(images):
+            raise UserError(f"dataset.limit={d.limit}: the training file holds only {len(images)} images")
+        n, dtype = d.limit or len(images), np.dtype(cfg.dtype.value)
+        return Dataset(_pixels(images[:n], d.mean, d.std, dtype), labels[:n].astype(np.int64),
+                       _pixels(test_images, d.mean, d.std, dtype), test_labels.astype(np.int64), 10)
+    raise UserError(f"dataset.name={d.name!r}: must be one of csv, synthetic_linear, random_mlp, digits, mnist")
 
 
 def _split(X, y, test_fraction: float, rng, n_classes: int) -> Dataset:
@@ -231,3 +244,96 @@ def _target_index(path: str, target: Any, names: Any, ncols: int) -> int:
         raise UserError(f"dataset.target={target!r}: column index out of range for {path!r} "
                         f"({ncols} columns: 0..{ncols - 1} or -{ncols}..-1)")
     return col % ncols
+
+
+# ---- MNIST: the four IDX files torchvision keeps ---------------------------------------------
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def _how_to_get_mnist(root: str) -> str:
+    return (f"expected {', '.join(MNIST_FILES)} (plain or .gz) in {root}/MNIST/raw/ or {root}/; nothing is "
+            f"downloaded here: on a machine with internet run torchvision's MNIST({root!r}, download=True) "
+            f"and copy the {root}/MNIST folder it writes to this machine")
+
+
+def _mnist_paths(root: str) -> List[Path]:
+    """Each file in torchvision's layout (ROOT/MNIST/raw/) or as downloaded by hand (ROOT/);
+    plain before .gz (torchvision keeps both, and plain reads faster)."""
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise UserError(f"dataset.root={root!r}: {'not a folder' if base.exists() else 'no such folder'}; "
+                        + _how_to_get_mnist(root))
+    found, missing = [], []
+    for name in MNIST_FILES:
+        hits = [p for folder in (base / "MNIST" / "raw", base) for p in (folder / name, folder / f"{name}.gz")
+                if p.is_file()]
+        if hits:
+            found.append(hits[0])
+        else:
+            missing.append(name)
+    if missing:
+        raise UserError(f"dataset.root={root!r}: no {', '.join(missing)} in {base / 'MNIST' / 'raw'}/ or "
+                        f"{base}/; " + _how_to_get_mnist(root))
+    return found
+
+
+def load_mnist(root: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 train images (N, rows·cols), train labels (N,), test images, test labels; checked."""
+    return _load_mnist(root, tuple(_mnist_paths(root)))
+
+
+def _load_mnist(root: str, paths: Tuple[Path, ...]):
+    arrays = [_read_idx(root, p, dims) for p, dims in zip(paths, (3, 1, 3, 1))]
+    for images, labels, pi, pl in ((arrays[0], arrays[1], paths[0], paths[1]),
+                                   (arrays[2], arrays[3], paths[2], paths[3])):
+        if len(images) == 0:
+            raise UserError(f"dataset.root={root!r}: {pi} holds no images")
+        if len(images) != len(labels):
+            raise UserError(f"dataset.root={root!r}: {pi.name} holds {len(images)} images but {pl.name} "
+                            f"{len(labels)} labels")
+        if labels.max() > 9:
+            where = int(np.argmax(labels > 9))
+            raise UserError(f"dataset.root={root!r}: {pl}: label {labels[where]} at position {where}; "
+                            "MNIST labels are 0..9")
+    if arrays[0].shape[1] != arrays[2].shape[1]:
+        raise UserError(f"dataset.root={root!r}: {paths[0].name} has {arrays[0].shape[1]} pixels an image "
+                        f"but {paths[2].name} {arrays[2].shape[1]}")
+    return tuple(arrays)
+
+
+def _read_idx(root: str, path: Path, dims: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (magic 0x0000080<dims>, then dims big-endian sizes, then the
+    bytes) as a (n,) or (n, rows·cols) uint8 view of the file's bytes: no per-image loop."""
+    where = f"dataset.root={root!r}: {path}"
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{where}: not a readable gzip file ({e})") from None
+    what, header = ("images" if dims == 3 else "labels"), 4 + 4 * dims
+    if len(raw) < header:
+        raise UserError(f"{where}: truncated: {len(raw)} bytes, less than the {header}-byte IDX header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != 0x800 + dims:
+        raise UserError(f"{where}: magic number 0x{magic:08x}, expected 0x{0x800 + dims:08x} (IDX unsigned "
+                        f"bytes in {dims} dimension{'s' if dims > 1 else ''}: MNIST {what}); not an MNIST "
+                        f"{what} file")
+    shape = [int(v) for v in np.frombuffer(raw, ">u4", count=dims, offset=4)]
+    size = int(np.prod(shape))
+    if len(raw) != header + size:
+        problem = "truncated" if len(raw) < header + size else "longer than its header says"
+        raise UserError(f"{where}: {problem}: the header announces {shape[0]} {what}"
+                        f"{' of ' + 'x'.join(map(str, shape[1:])) if dims > 1 else ''} ({header + size} "
+                        f"bytes), the file has {len(raw)} bytes")
+    flat = np.frombuffer(raw, np.uint8, count=size, offset=header)  # a view of the bytes, read-only
+    return flat.reshape(shape[0], int(np.prod(shape[1:]))) if dims > 1 else flat
+
+
+def _pixels(images: np.ndarray, mean: float, std: float, dtype: np.dtype) -> np.ndarray:
+    """(pixel/255 − mean)/std, as torchvision's ToTensor then Normalize(mean, std), in `dtype`."""
+    X = images.astype(dtype)  # (N, 784), one pass
+    X *= dtype.type(1.0 / (255.0 * std))
+    X -= dtype.type(mean / std)
+    return X

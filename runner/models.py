@@ -9,7 +9,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from runner.config import UserError
+from runner.config import UserError, hidden_sizes
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 # ---- losses: value and dL/dŷ side by side ----------------------------------------------------
@@ -87,8 +89,7 @@ def build(m: Any, in_features: int, out_features: int, dtype: torch.dtype, devic
     if m.name == "linear":
         model = nn.Linear(in_features, out_features, bias=m.bias)
     elif m.name == "mlp":
-        model = nn.Sequential(nn.Linear(in_features, m.hidden, bias=m.bias), nn.ReLU(),
-                              nn.Linear(m.hidden, out_features, bias=m.bias))
+        model = _mlp([in_features, *hidden_sizes(m.hidden), out_features], m.activation.value, m.bias)
     else:
         raise UserError(f"model.name={m.name!r}: must be one of line, linear, mlp")
     if m.init != "default":
@@ -96,6 +97,15 @@ def build(m: Any, in_features: int, out_features: int, dtype: torch.dtype, devic
             if isinstance(layer, nn.Linear):
                 _init_linear(layer, m.init, m.std)
     return model.to(device=device, dtype=dtype)
+
+
+def _mlp(sizes: List[int], activation: str, bias: bool) -> nn.Sequential:
+    """Linear, activation, Linear, ..., Linear through `sizes` (784, 200, 200, 10): the activation
+    between layers, none after the last (the loss takes raw scores)."""
+    layers: List[nn.Module] = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out, bias=bias), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers[:-1])
 
 
 def _init(shape, how: str, std: float, value: float, dtype, device) -> torch.Tensor:
@@ -180,18 +190,20 @@ def gradient_check(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _backprop_by_hand(model, X: torch.Tensor, y: torch.Tensor, loss: str) -> List[torch.Tensor]:
-    """The numpy engine's hand-written gradients of a linear or Linear-ReLU-Linear model, returned
+    """The numpy engine's hand-written gradients of a linear model or an mlp of any depth, returned
     in torch's parameter order and layout (its weights are the transpose: x·w)."""
     from runner import numpy_engine
 
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    names = [("w", "b")] if len(layers) == 1 else [("w1", "b1"), ("w2", "b2")]
+    names = [("w", "b")] if len(layers) == 1 else [(f"w{i}", f"b{i}") for i in range(1, len(layers) + 1)]
+    activation = next((name for m in model.modules() for name, kind in ACTIVATIONS.items()
+                       if isinstance(m, kind)), "relu")
     p = {}
     for layer, (w, b) in zip(layers, names):
         p[w] = layer.weight.detach().numpy().T
         if layer.bias is not None:
             p[b] = layer.bias.detach().numpy()
-    grads = numpy_engine.gradients(p, X.numpy(), y.numpy(), loss)
+    grads = numpy_engine.gradients(p, X.numpy(), y.numpy(), loss, activation)
     return [torch.from_numpy(grads[k].T if k.startswith("w") else grads[k]) for k in p]
 
 

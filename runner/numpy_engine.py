@@ -1,14 +1,15 @@
-"""The numpy engine: `line` and the two-layer network trained by hand-written gradient descent,
+"""The numpy engine: `line` and the mlp (any depth) trained by hand-written gradient descent,
 with the backward pass written out as in the classic numpy example. It never imports torch.
 
-Weights are stored as the maths reads (x·w1), so w1 is the transpose of torch's Linear.weight.
+Weights are stored as the maths reads (x·w1), so w1 is the transpose of torch's Linear.weight;
+an mlp's layer i has weights w{i} and bias b{i}, counted from 1 at the input.
 """
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from runner.config import Diverged
+from runner.config import Diverged, hidden_sizes
 
 Params = Dict[str, np.ndarray]
 
@@ -37,25 +38,52 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 # ---- the models: forward and backward together -------------------------------------------------
-def forward(p: Params, X: np.ndarray) -> np.ndarray:
+# Each activation f with its derivative, written from z and a = f(z) (what the forward pass kept).
+ACTIVATIONS = {
+    "relu": (lambda z: np.maximum(z, 0.0), lambda z, a: z > 0),
+    "tanh": (np.tanh, lambda z, a: 1.0 - a * a),
+    "sigmoid": (lambda z: 0.5 * (1.0 + np.tanh(0.5 * z)), lambda z, a: a * (1.0 - a)),  # no exp overflow
+}
+
+
+def _depth(p: Params) -> int:
+    return sum(1 for k in p if k.startswith("w"))
+
+
+def _forward(p: Params, X: np.ndarray, activation: str):
+    """The mlp's forward pass, keeping what backprop needs: inputs of each layer, pre-activations."""
+    f, depth = ACTIVATIONS[activation][0], _depth(p)
+    inputs, pres, h = [], [], X
+    for i in range(1, depth + 1):
+        inputs.append(h)
+        z = h @ p[f"w{i}"] + p.get(f"b{i}", 0.0)  # (N, width of layer i)
+        pres.append(z)
+        if i < depth:
+            h = f(z)
+    return inputs, pres, z  # the last layer has no activation: z is ŷ
+
+
+def forward(p: Params, X: np.ndarray, activation: str = "relu") -> np.ndarray:
     if "w1" not in p:  # line: ŷ = X·w + b
         return X @ p["w"] + p.get("b", 0.0)
-    h = np.maximum(X @ p["w1"] + p.get("b1", 0.0), 0.0)  # (N, hidden), relu
-    return h @ p["w2"] + p.get("b2", 0.0)  # (N, out)
+    return _forward(p, X, activation)[2]
 
 
-def gradients(p: Params, X: np.ndarray, y: np.ndarray, loss: str) -> Params:
+def gradients(p: Params, X: np.ndarray, y: np.ndarray, loss: str, activation: str = "relu") -> Params:
     """dL/dp for every parameter, by the chain rule written out."""
     if "w1" not in p:
         g = loss_grad(loss, forward(p, X), y)  # (N, m)
         return {"w": X.T @ g} | ({"b": g.sum(0)} if "b" in p else {})
-    pre = X @ p["w1"] + p.get("b1", 0.0)  # (N, hidden)
-    h = np.maximum(pre, 0.0)
-    g_out = loss_grad(loss, h @ p["w2"] + p.get("b2", 0.0), y)  # (N, out)
-    g_h = (g_out @ p["w2"].T) * (pre > 0)  # back through w2, then relu's gate
-    grads = {"w1": X.T @ g_h, "w2": h.T @ g_out}
-    if "b1" in p:
-        grads |= {"b1": g_h.sum(0), "b2": g_out.sum(0)}
+    df = ACTIVATIONS[activation][1]
+    inputs, pres, out = _forward(p, X, activation)
+    g = loss_grad(loss, out, y)  # dL/dz of the last layer, (N, out)
+    grads = {}
+    for i in range(_depth(p), 0, -1):
+        grads[f"w{i}"] = inputs[i - 1].T @ g
+        if f"b{i}" in p:
+            grads[f"b{i}"] = g.sum(0)
+        if i > 1:  # back through w_i, then the activation of layer i-1 (its output is inputs[i-1])
+            g = (g @ p[f"w{i}"].T) * df(pres[i - 2], inputs[i - 1])
     return grads
 
 
@@ -68,10 +96,12 @@ def init(cfg_model: Any, in_features: int, out_features: int, rng: np.random.Gen
         if m.init == "normal":
             return {k: rng.standard_normal(s) * m.std for k, s in shapes.items()}
         return {k: np.full(s, m.value if m.init == "constant" else 0.0) for k, s in shapes.items()}
-    shapes = {"w1": (in_features, m.hidden), "w2": (m.hidden, out_features)}
+    sizes = [in_features, *hidden_sizes(m.hidden), out_features]
+    layers = range(1, len(sizes))
+    shapes = {f"w{i}": (sizes[i - 1], sizes[i]) for i in layers}  # weights then biases: the draw order
     if m.bias:
-        shapes |= {"b1": (m.hidden,), "b2": (out_features,)}
-    fan_in = {"w1": in_features, "b1": in_features, "w2": m.hidden, "b2": m.hidden}
+        shapes |= {f"b{i}": (sizes[i],) for i in layers}
+    fan_in = {k: sizes[int(k[1:]) - 1] for k in shapes}
     if m.init == "normal":
         return {k: (rng.standard_normal(s) * m.std if k.startswith("w") else np.zeros(s))
                 for k, s in shapes.items()}
@@ -81,13 +111,13 @@ def init(cfg_model: Any, in_features: int, out_features: int, rng: np.random.Gen
 # ---- the loop --------------------------------------------------------------------------------
 def train_loop(p: Params, X: np.ndarray, y: np.ndarray, loss: str, lr: float, epochs: int,
                batch_size: Optional[int] = None, log_every: int = 1,
-               on_record=None) -> List[Tuple[int, float]]:
+               on_record=None, activation: str = "relu") -> List[Tuple[int, float]]:
     """Gradient descent p ← p − lr·grad over batches in order; returns [(epoch, loss)] at step 0,
     every `log_every` epochs and the last. `on_record(epoch, loss, p)` sees each point."""
     curve = []
 
     def record(epoch: int) -> None:
-        value = loss_value(loss, forward(p, X), y)
+        value = loss_value(loss, forward(p, X, activation), y)
         if not math.isfinite(value):
             raise Diverged(epoch, "loss", value)
         curve.append((epoch, value))
@@ -99,7 +129,7 @@ def train_loop(p: Params, X: np.ndarray, y: np.ndarray, loss: str, lr: float, ep
     size = min(batch_size or len(X), len(X))
     for epoch in range(1, epochs + 1):
         for i in range(0, len(X), size):
-            grads = gradients(p, X[i:i + size], y[i:i + size], loss)
+            grads = gradients(p, X[i:i + size], y[i:i + size], loss, activation)
             for k in p:
                 p[k] -= lr * grads[k]
         if epoch % log_every == 0 or epoch == epochs:

@@ -245,7 +245,9 @@ def numpy_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
         _record_point(trace, log, epoch, value, _numpy_line(params), optimum)
 
     start = time.perf_counter()
-    npe.train_loop(p, X, y, loss, cfg.lr, cfg.epochs, cfg.optim.batch_size, cfg.log_every, on_record)
+    activation = resolved["model"].get("activation", "relu")  # mlp only
+    npe.train_loop(p, X, y, loss, cfg.lr, cfg.epochs, cfg.optim.batch_size, cfg.log_every, on_record,
+                   activation)
     trace.seconds = time.perf_counter() - start
     trace.line, trace.state = _numpy_line(p), p
     return trace

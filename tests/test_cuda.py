@@ -43,6 +43,14 @@ def test_gradient_check_on_cuda(shared_store):
         assert result.extra["grad_check_max_rel_diff"] < 1e-12
 
 
+def test_deep_mlp_on_cuda_matches_the_cpu_and_its_gradients_check(shared_store):
+    common = ["experiment=mlp_adam", "model.hidden=[64,32,16]", "model.activation=tanh", "dtype=float64",
+              "epochs=30", "check_grad=true", f"tracking.uri={shared_store}"]
+    runs = {d: train.run(make_cfg(*common, f"device={d}")) for d in ("cuda", "cpu")}
+    assert runs["cuda"].extra["grad_check_max_rel_diff"] < 1e-12
+    assert [v for _, v in runs["cuda"].curve] == pytest.approx([v for _, v in runs["cpu"].curve], rel=1e-9)
+
+
 def test_digits_classification_on_cuda(shared_store):
     result = train.run(make_cfg("experiment=digits_mlp", "device=cuda", f"tracking.uri={shared_store}"))
     assert result.extra["test_accuracy"] >= 0.95

@@ -99,10 +99,10 @@ def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
         assert "HEAVY []" in out.stdout, (args, out.stdout[-300:])
     helped = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60).stdout
-    for line in ("dataset: csv, digits, random_mlp, synthetic_linear", "model: line, linear, mlp",
+    for line in ("dataset: csv, digits, mnist, random_mlp, synthetic_linear", "model: line, linear, mlp",
                  "optim: adam, gd, minibatch, sgd", "device: auto, cpu, cuda, mps"):
         assert line in helped
-    assert "csv_linreg" in helped and "gd_vs_sgd" in helped
+    assert "csv_linreg" in helped and "gd_vs_sgd" in helped and "mnist_mlp" in helped
     plain = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=60, env={**os.environ, "RUNNER_PLAIN_HELP": "1"}).stdout
     assert plain == helped  # the cached group listing changes nothing but the time
