@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from conftest import client_for, make_cfg
+from conftest import ROOT, client_for, make_cfg
 from runner import train
 
 DATASETS = {"csv": None, "synthetic_linear": ["dataset.n_samples=40"],
@@ -33,3 +33,9 @@ def test_every_combination_trains_and_logs(dataset, model, optim, csv_path, shar
     stored = client_for(shared_store).get_run(result.run_id)
     assert stored.info.status == "FINISHED" and stored.info.run_name == f"{dataset}-{model}-{optim}"
     assert len(client_for(shared_store).get_metric_history(result.run_id, "loss")) == 4
+
+
+def test_every_preset_logs_to_an_experiment_named_after_it():
+    """One rule for experiment names: the preset's file name."""
+    for preset in sorted((ROOT / "experiments").glob("*.yaml")):
+        assert make_cfg(f"experiment={preset.stem}").experiment_name == preset.stem, preset.name

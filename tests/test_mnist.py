@@ -164,7 +164,7 @@ def test_the_preset_learns_the_digits_from_the_cli(digits28, tmp_path):
     assert out.returncode == 0, out.stderr
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = client_for(uri)
-    [run] = c.search_runs([c.get_experiment_by_name("mnist").experiment_id])
+    [run] = c.search_runs([c.get_experiment_by_name("mnist_mlp").experiment_id])
     acc = sorted((m.step, m.value) for m in c.get_metric_history(run.info.run_id, "test_accuracy"))
     assert [s for s, _ in acc] == list(range(21))
     assert acc[0][1] < 0.3 and acc[-1][1] >= 0.9, acc  # from chance to learned
