@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Dict, List, Optional
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,25 +18,22 @@ from runner.tracking import sweep as sweeps
 
 config.register()
 FAILED: list = []  # a single run's error, re-raised outside Hydra (which would print more first)
-# On the command line but not what a run is about: left out of its name.
-UNNAMED = ("experiment", "tracking.uri", "hydra/launcher", "hydra/sweeper", "hparams_search", "resume",
-           "debug", "run_name", "experiment_name")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
+    from runner import train  # numpy; torch and mlflow come after the input is checked
+
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     parent_id, swept_keys = sweeps.read_sweep(hc.sweep.dir) if sweep else (None, [])
     overrides = list(hc.overrides.task)
     varying = {sweeps.override_key(o): o.split("=", 1)[1] for o in overrides
                if sweeps.override_key(o) in swept_keys}
-    name = run_name(cfg, hc.runtime.choices.get("experiment"), overrides, varying)
+    name = train.run_name(cfg, hc.runtime.choices.get("experiment"), overrides, varying)
     submitted = _in_submitit_job()
     try:
-        from runner import train  # numpy; torch and mlflow come after the input is checked
-
         job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
                         job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep)
         result = train.run(cfg, job)
@@ -64,16 +61,6 @@ def task(cfg: DictConfig) -> Optional[float]:
     if sweep:
         sweeps.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})
     return result.final_loss
-
-
-def run_name(cfg: DictConfig, preset: Optional[str], overrides: List[str], varying: Dict[str, str]) -> str:
-    """A name a person reads: a sweep's job by what varies in its sweep (`lr=1e-06`); a single
-    run by its preset and overrides (`mlp_adam lr=0.1`), else by its model and optimizer."""
-    if varying:
-        return ",".join(f"{k}={v}" for k, v in varying.items())
-    rest = ",".join(o for o in overrides if sweeps.override_key(o) not in UNNAMED)
-    head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
-    return " ".join(part for part in (head, rest) if part)[:250]
 
 
 def _in_submitit_job() -> bool:

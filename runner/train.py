@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from runner import data
-from runner.tracking import record, store
+from runner.tracking import record, store, sweep
 from runner.config import Diverged, UserError, check
 
 
@@ -26,7 +26,7 @@ class Job:
     """Where a run sits. The CLI fills it from Hydra; a plain call from Python gets defaults."""
     launch_dir: str = "."
     overrides: List[str] = field(default_factory=list)
-    default_name: str = ""  # "": the model and the optimizer
+    default_name: str = ""  # "": run_name(cfg)
     job_num: Optional[int] = None
     parent_run_id: Optional[str] = None
     quiet: bool = False
@@ -80,7 +80,7 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         if done is not None:
             return Result("SKIPPED", done.data.metrics.get("final_loss", math.nan), done.info.run_id,
                           done.info.run_name, cfg.experiment_name, [])
-    name = cfg.run_name or job.default_name or f"{cfg.model.name} {cfg.optim.name}"
+    name = cfg.run_name or job.default_name or run_name(cfg)
     mlrun = record.Run(client, experiment_id, name, _tags(cfg, digest, job))
     try:
         mlrun.log_params(record.params(resolved))
@@ -105,6 +105,22 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     mlrun.end()
     return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, trace.seconds,
                   trace.extra)
+
+
+# On the command line but not what a run is about: left out of its name.
+UNNAMED = ("experiment", "tracking.uri", "hydra/launcher", "hydra/sweeper", "hparams_search", "resume",
+           "debug", "run_name", "experiment_name")
+
+
+def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
+             varying: Optional[Dict[str, str]] = None) -> str:
+    """A name a person reads: a sweep's job by what varies in its sweep (`lr=1e-06`); a single
+    run by its preset and overrides (`mlp_adam lr=0.1`), else by its model and optimizer."""
+    if varying:
+        return ",".join(f"{k}={v}" for k, v in varying.items())
+    rest = ",".join(o for o in overrides if sweep.override_key(o) not in UNNAMED)
+    head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
+    return " ".join(part for part in (head, rest) if part)[:250]
 
 
 def validate(cfg: Any, job: Job):

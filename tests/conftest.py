@@ -1,9 +1,14 @@
-"""Shared helpers: compose a config as the CLI would, run the real CLI in a subprocess, and
-read a store back with MlflowClient."""
+"""Shared helpers: compose a config as the CLI would, run the real CLI in a subprocess, read a
+store back with MlflowClient, and start and stop a real MLflow server process."""
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import List
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -52,3 +57,74 @@ def store(tmp_path):
 def shared_store(tmp_path_factory):
     """One store for a module's many small runs (creating a store costs about a second)."""
     return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+# ---- a real MLflow server process (test_server, test_ui) ----------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stat(pid: int):
+    """(state, parent pid) of a process from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+    return fields[0], int(fields[1])
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below `pid`, children first (psutil is not installed: read /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = st[1]
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, ppid in parents.items() if ppid in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")  # a zombie has exited
+
+
+def stop(proc: subprocess.Popen, grace: float = 20.0) -> List[int]:
+    """SIGTERM the server and each of its descendants by PID, then SIGKILL what is left.
+    The tree is read first: once the server exits, its children are re-parented."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and (proc.poll() is None or any(alive(p) for p in pids[1:])):
+        time.sleep(0.2)
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    time.sleep(0.5)
+    return [p for p in pids if alive(p)]
+
+
+def wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow server not healthy after {timeout:.0f} s: {log.read_text()[-2000:]}")

@@ -7,13 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import ROOT, cli, client_for
-from test_server import free_port, stop, wait_healthy
+from conftest import ROOT, cli, client_for, free_port, stop, wait_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-output" / "ui"

@@ -3,7 +3,6 @@ the data as an MLflow dataset and the model as an MLflow model; closed FINISHED,
 KILLED, never left RUNNING."""
 import hashlib
 import json
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -81,7 +80,8 @@ class Run:
 
     def log_model(self, module, example, step: int) -> str:
         """The torch module as an MLflow model named `model` (the runs table's Models column;
-        `mlflow.pytorch.load_model("runs:/RUN_ID/model")` loads it). Saved as a pickle: the
+        `mlflow.pytorch.load_model("runs:/RUN_ID/model")` loads it). Saved as a pickle (store.py
+        quiets the flavour's warning about it): the
         default pt2 export imports torch._dynamo and traces the module, 1.7 s a run here
         against 0.1 s; model.pt beside it is the weights-only state_dict. Returns its model id."""
         import mlflow.pytorch
@@ -92,7 +92,6 @@ class Run:
         with torch.no_grad():
             signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
         model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=self.id)
-        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its pickle warning, above
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model"
             # explicit requirements: inferring them imports the module's packages (seconds)

@@ -64,7 +64,7 @@ class SweepCallback(Callback):
         check_uri(uri)
         client, exp_id = connect(uri, config.experiment_name)
         overrides = list(config.hydra.overrides.task)
-        space = swept(config)
+        self.space = space = swept(config)
         name = "sweep " + " ".join(overrides) if overrides else "sweep"
         self.parent = Run(client, exp_id, name[:250], {"runner.sweep": "true",
                                                         "runner.sweep_overrides": " ".join(overrides)})
@@ -84,9 +84,10 @@ class SweepCallback(Callback):
         done = [r for r in results if r["status"] in ("FINISHED", "SKIPPED")]
         failed = [r for r in results if r not in done]
         SWEEP_FAILURES[:] = [f"{r['name']}: {r.get('reason') or r['status']}" for r in failed]
+        link = self._save_view()
         tags = {"runner.jobs": len(results), "runner.failed_jobs": len(failed),
                 "mlflow.note.content": describe(results, self.parent.experiment_id, " ".join(
-                    config.hydra.overrides.task))}
+                    config.hydra.overrides.task), link)}
         if failed:
             tags["runner.failed"] = "; ".join(SWEEP_FAILURES)[:5000]
         reused = [r["run_id"] for r in done if r["status"] == "SKIPPED"]
@@ -99,8 +100,6 @@ class SweepCallback(Callback):
         for label, (mean, std, _) in over_seeds(done).items():
             self.parent.log(f"final_loss_mean/{metric_safe(label)}", mean, 0)
             self.parent.log(f"final_loss_std/{metric_safe(label)}", std, 0)
-        link = self._save_view(config)
-        tags["mlflow.note.content"] += f"\n\n[Open this sweep's runs as charts]({link})"
         self.parent.set_tags(tags)
         self._log_overlay(results)
         self.parent.end(None)
@@ -109,12 +108,12 @@ class SweepCallback(Callback):
               + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
                  if done else "") + f"; parent run {self.parent.id}; charts: {link}")
 
-    def _save_view(self, config: DictConfig) -> str:
+    def _save_view(self) -> str:
         """A saved view of this sweep in MLflow's UI (its "Views" menu; an experiment tag): only
         its children, sorted by final_loss, the swept params and final_loss as columns, and
         charts of each swept param against final_loss. Returns a link that opens it."""
         key = f"sweep-{self.parent.id[:12]}"
-        params = [param_name(k) for k in sorted(swept(config))]
+        params = [param_name(k) for k in sorted(self.space)]
         self.parent.client.set_experiment_tag(self.parent.experiment_id, f"mlflow.sharedViewState.{key}",
                                               json.dumps(saved_view(self.parent.name, self.parent.id, params)))
         return (f"{ui_base(self.parent.client.tracking_uri)}/#/experiments/{self.parent.experiment_id}/runs"
@@ -159,9 +158,10 @@ def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
     return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
 
 
-def describe(results: List[Dict[str, Any]], experiment_id: str, command: str) -> str:
+def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str) -> str:
     """The parent's description (markdown, shown on its run page): the children ranked by
-    final_loss, each a link to its run; failures last; then the mean and spread over seeds."""
+    final_loss, each a link to its run; failures last; the mean and spread over seeds; the link
+    to the sweep's charts."""
     ranked = sorted(results, key=lambda r: (r["status"] not in ("FINISHED", "SKIPPED"),
                                             sort_loss(r.get("final_loss"))))
     ok = sum(r["status"] in ("FINISHED", "SKIPPED") for r in results)
@@ -180,6 +180,7 @@ def describe(results: List[Dict[str, Any]], experiment_id: str, command: str) ->
                   "| configuration | seeds | mean final_loss | std |", "|---|---:|---:|---:|"]
         for label, (mean, std, n) in sorted(seeds.items(), key=lambda kv: kv[1][0]):
             lines.append(f"| {label} | {n} | {mean:.6g} | {std:.3g} |")
+    lines += ["", f"[Open this sweep's runs as charts]({charts})"]
     return "\n".join(lines)
 
 
