@@ -420,7 +420,7 @@ def p7(b: Bench, data: Path) -> None:
                       judge(bare / runner >= 0.9),
                       f"runner train_seconds {runner:.3f} s {fmt_samples(res['runner'])} ({steps / runner:.0f} "
                       f"steps/s), bare {bare:.3f} s {fmt_samples(res['bare'])} ({steps / bare:.0f} steps/s); "
-                      f"reading the {P7_TRAIN + P7_TEST} images from the IDX files (data.check + data.build, "
+                      f"reading the {P7_TRAIN + P7_TEST} images from the IDX files (data.build, "
                       f"untimed in both arms): {med(res['read']):.3f} s"))
 
 
@@ -470,7 +470,7 @@ def child_p3(args) -> dict:
     cfgs = {"every": compose(*base, "log_every=1"), "once": compose(*base, "log_every=1000")}
     for cfg in cfgs.values():
         run_runner(cfg, args.dir)  # warm-up: imports, the store, the experiment
-    gc.freeze()  # as `python -m runner` does after its imports (runner/__main__.py)
+    gc.set_threshold(100_000, 50, 1000)  # as `python -m runner` runs (runner/__main__.py, main)
     out: Dict[str, List[float]] = {}
     for _ in range(max(7, 2 * args.repeats + 1)):
         for name, cfg in cfgs.items():
@@ -557,10 +557,16 @@ def child_p6(args) -> dict:
             "line_runner": lambda: run_runner(line, args.dir)[1].train_seconds,
             "line_bare": lambda: bare_line(args.csv, P6_LINE_EPOCHS, 10),
             "line_bare_no_loss": lambda: bare_line(args.csv, P6_LINE_EPOCHS, 10, epoch_loss=False)}
+    return warm_then_rounds(arms, args.repeats)
+
+
+def warm_then_rounds(arms: Dict[str, Callable[[], float]], repeats: int) -> Dict[str, List[float]]:
+    """One warm-up call of each arm, then at least 5 rounds of all arms in turn (in one child
+    process, so the arms share its imports and caches)."""
     for arm in arms.values():
-        arm()  # warm-up
+        arm()
     out: Dict[str, List[float]] = {}
-    for _ in range(max(5, args.repeats)):
+    for _ in range(max(5, repeats)):
         for name, arm in arms.items():
             out.setdefault(name, []).append(arm())
     return out
@@ -625,21 +631,13 @@ def child_p7(args) -> dict:
                   f"tracking.uri=sqlite:///{args.dir}/mlflow.db")
 
     def read() -> float:
-        data._load_mnist.cache_clear()
         start = time.perf_counter()
-        data.check(cfg)
-        data.build(cfg, 0)
+        data.build(cfg, 0)  # the one validation step reads and checks the files, once
         return time.perf_counter() - start
 
     arms = {"runner": lambda: run_runner(cfg, args.dir)[1].train_seconds, "bare": lambda: bare_mnist(folder),
             "read": read}
-    for arm in arms.values():
-        arm()  # warm-up
-    out: Dict[str, List[float]] = {}
-    for _ in range(max(5, args.repeats)):
-        for name, arm in arms.items():
-            out.setdefault(name, []).append(arm())
-    return out
+    return warm_then_rounds(arms, args.repeats)
 
 
 def child_gpu(args) -> dict:
@@ -786,7 +784,7 @@ DEFINITIONS = f"""\
   on the test set, each with `.item()`). The runner's `train_seconds` (epoch-0 record to the last
   record) against the bare loop's time over the same span. Figure = median(bare) / median(runner) =
   runner steps/s / bare steps/s; at least 5 interleaved repeats after a warm-up. The time to read
-  and normalise the images (`data.check` then `data.build`, cache cleared) is shown beside it.
+  and normalise the images (`data.build`, which also checks them) is shown beside it.
 - **GPU**: only where `torch.cuda.is_available()`: bare mlp + Adam loops at 8192 samples, 1000 inputs,
   hidden 1000, 10 outputs, synchronized, after warm-up steps; and the runner's loop on cuda against
   the bare cuda loop.
