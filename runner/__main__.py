@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from runner import config
 from runner.config import Diverged, Terminated, UserError
+from runner.tracking import service
 from runner.tracking import sweep as sweeps
 
 config.register()
@@ -36,7 +37,8 @@ def task(cfg: DictConfig) -> Optional[float]:
     submitted = _in_submitit_job()
     try:
         job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
-                        job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep)
+                        job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep,
+                        tracker=service.tracker())
         result = train.run(cfg, job)
     except KeyboardInterrupt:
         if not submitted:
@@ -158,9 +160,24 @@ def main() -> None:
         gc.set_threshold(*thresholds)
 
 
+# Hydra's flags that print and exit: no run, so no tracking process.
+PRINT_ONLY = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+              "--shell-completion", "-sc")
+
+
 def _main() -> None:
-    if {"--help", "-h"} & set(sys.argv[1:]) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
+    args = [a.split("=", 1)[0] for a in sys.argv[1:]]
+    if not set(PRINT_ONLY) & set(args):
+        service.tracker()  # first: it imports mlflow while this process composes and imports torch
+    elif {"--help", "-h"} & set(args) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
         _cache_help_listing()
+    try:
+        _run()
+    finally:
+        service.release()
+
+
+def _run() -> None:
     debug = os.environ.get("RUNNER_DEBUG") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print one line each
     signal.signal(signal.SIGTERM, _terminate)

@@ -11,21 +11,7 @@ from typing import Any, List, Optional, Tuple
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, ListConfig, OmegaConf
 
-
-class UserError(Exception):
-    """Bad input from the user: reported as one line on stderr, exit code 2."""
-
-
-class Diverged(Exception):
-    """The loss or a parameter became NaN or infinite: the run is FAILED at that epoch."""
-
-    def __init__(self, epoch: int, what: str, value: float):
-        super().__init__(f"diverged at epoch {epoch}: {what} = {value}")
-        self.epoch, self.what, self.value = epoch, what, value
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the run is closed as KILLED with its points kept."""
+from runner.errors import Diverged, Terminated, UserError  # noqa: F401 (re-exported)
 
 
 class Loss(Enum):

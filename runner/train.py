@@ -30,6 +30,7 @@ class Job:
     job_num: Optional[int] = None
     parent_run_id: Optional[str] = None
     quiet: bool = False
+    tracker: Any = None  # the CLI's tracking process (service.Service); None: in this process
 
 
 @dataclass
@@ -71,17 +72,17 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     before any run exists; Diverged when the loss blows up; either way the MLflow run is closed,
     never left RUNNING."""
     job = job or Job()
+    tracker = job.tracker or record.Tracker()
     dataset, uri, device = validate(cfg, job)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    client, experiment_id = store.connect(uri, cfg.experiment_name)
     digest = record.config_hash(resolved)
     if cfg.resume:
-        done = record.find_finished(client, experiment_id, digest)
+        done = tracker.find_finished(uri, cfg.experiment_name, digest)
         if done is not None:
-            return Result("SKIPPED", done.data.metrics.get("final_loss", math.nan), done.info.run_id,
-                          done.info.run_name, cfg.experiment_name, [])
+            run_id, name, final_loss = done
+            return Result("SKIPPED", final_loss, run_id, name, cfg.experiment_name, [])
     name = cfg.run_name or job.default_name or run_name(cfg)
-    mlrun = record.Run(client, experiment_id, name, _tags(cfg, digest, job))
+    mlrun = tracker.start_run(uri, cfg.experiment_name, name, _tags(cfg, digest, job))
     try:
         mlrun.log_params(record.params(resolved))
         mlrun.log_dataset(dataset.name, dataset.source, dataset.X, dataset.y)
@@ -130,12 +131,25 @@ def validate(cfg: Any, job: Job):
     dataset = data.build(cfg, cfg.seed)
     uri = store.resolve_uri(cfg.tracking.uri, job.launch_dir)
     store.check_uri(uri)
-    if cfg.engine == "numpy":
-        return dataset, uri, None
-    from runner import devices  # torch
+    # The CLI's tracking process opens the store while torch is imported here (~1.5 s for a
+    # fresh sqlite store), unless the device check that needs torch could still refuse the
+    # run: a typo must not leave a store behind.
+    if job.tracker is not None and not _device_may_refuse(cfg):
+        job.tracker.prepare(uri, cfg.experiment_name)
+    device = None
+    if cfg.engine != "numpy":
+        from runner import devices  # torch
 
-    device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num, dtype=cfg.dtype.value)
+        device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num, dtype=cfg.dtype.value)
     return dataset, uri, device
+
+
+def _device_may_refuse(cfg: Any) -> bool:
+    """False where devices.resolve always succeeds: the numpy engine, the CPU, or `auto` except
+    on a Mac with float64 (auto picks MPS there, which has no float64)."""
+    if cfg.engine == "numpy" or cfg.device.name == "cpu":
+        return False
+    return cfg.device.name != "auto" or (cfg.dtype.value == "float64" and sys.platform == "darwin")
 
 
 Log = Callable[[str, float, int], None]

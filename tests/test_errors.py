@@ -1,6 +1,7 @@
 """Bad input, divergence, interruption, unreachable stores: one line, the right exit code, and
 an intact store with no run left RUNNING. Every case runs the real CLI in a subprocess."""
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -10,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import all_runs, cli, client_for
+from conftest import alive, all_runs, cli, client_for, descendants
 
 
 def assert_one_line(out, code, *needles):
@@ -241,3 +242,68 @@ def test_divergence_guard_on_a_gpu_reads_losses_in_windows_and_still_names_the_e
         for epoch in range(1, _Guard.WINDOW + 1):
             window.add(epoch, torch.tensor(float("nan") if epoch == 7 else 1.0))
     assert e.value.epoch == 7
+
+
+def test_kill_9_of_the_trainer_ends_its_run_killed_with_every_point_it_handed_over(tmp_path):
+    """The tracking process outlives a trainer killed outright (kill -9, the OOM killer, a hard
+    time limit): it stores every point it had received and closes the run KILLED. Three
+    trainers at once, killed at three moments: as soon as their run exists, once points are
+    stored, and a random moment after that."""
+    trainers = []
+    for i in range(3):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        trainers.append((_start(folder, "epochs=1000000"), folder / "mlflow.db"))
+    waits = [_status_is_running, _has_stored_loss, _has_stored_loss]
+    for (proc, db), wait, extra in zip(trainers, waits, (0, 0, random.uniform(0, 1.5))):
+        _wait_for(lambda: wait(db), proc)
+        time.sleep(extra)  # the moment of the kill, not a wait for an event
+        services = descendants(proc.pid)
+        assert services, "no tracking process under the trainer"
+        proc.kill()
+        proc.wait(timeout=30)
+        _wait_for(lambda: not _status_is_running(db), None)
+        uri = f"sqlite:///{db}"
+        [run] = all_runs(uri)
+        assert (run.info.status, run.data.tags.get("runner.failure")) == ("KILLED", "process_died")
+        client = client_for(uri)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert sorted(steps) == list(range(len(steps)))  # in order, no gaps
+        stored = sum(len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics)
+        assert stored == int(run.data.tags["runner.points_received"])  # everything it was given
+        _wait_for(lambda: not any(alive(p) for p in services), None)  # and then it is gone
+
+
+def _start(folder, *overrides):
+    cmd = [sys.executable, "-m", "runner", "model=mlp", "dataset=random_mlp", "dataset.n_samples=256",
+           "optim=adam", "lr=1e-4", "log_every=1", *overrides]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(event, proc, limit=120.0) -> None:
+    """Poll until `event()` holds (a bound, not a timing assertion: CI may be slow)."""
+    deadline = time.monotonic() + limit
+    while not event():
+        assert proc is None or proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.2)
+
+
+def _query(db, sql) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as con:  # a read-only look
+            return con.execute(sql).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _status_is_running(db) -> bool:
+    return _query(db, "select count(*) from runs where status='RUNNING'") > 0
+
+
+def _has_stored_loss(db) -> bool:
+    return _query(db, "select count(*) from runs join metrics using (run_uuid) "
+                      "where status='RUNNING' and key='loss'") > 0

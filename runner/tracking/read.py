@@ -1,7 +1,7 @@
 """Reading a store back, for `python -m runner.compare`: the latest sweep, its children, curves."""
 from typing import List, Optional
 
-from runner.config import UserError
+from runner.errors import UserError
 
 
 def latest_sweep(client, experiment_name: Optional[str] = None):

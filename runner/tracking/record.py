@@ -3,12 +3,14 @@ the data as an MLflow dataset and the model as an MLflow model; closed FINISHED,
 KILLED, never left RUNNING."""
 import hashlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from runner.config import Diverged, UserError
+from runner.errors import Diverged, UserError
+from runner.tracking import store
 
 # Points wait in memory and are written with log_batch (1000 a call, MLflow's limit) every 5 s
 # and at the end, so the loop itself never waits on the store. On sqlite a call costs ~3.6 ms plus
@@ -20,15 +22,40 @@ FLUSH_POINTS, FLUSH_SECONDS = 1000, 5.0
 BOOKKEEPING = ("run_name", "resume", "debug", "tracking", "experiment_name")
 
 
+class Tracker:
+    """Tracking in this process: what `train.run(cfg)` uses when called from Python, and what
+    the tracking process (service.py) runs for the CLI. service.Service has the same methods."""
+
+    def prepare(self, uri: str, experiment_name: str) -> None:
+        store.connect(uri, experiment_name)  # the store and the experiment, created if new
+
+    def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, str]) -> "Run":
+        client, experiment_id = store.connect(uri, experiment_name)
+        return Run(client, uri, experiment_id, name, tags)
+
+    def find_finished(self, uri: str, experiment_name: str, digest: str) -> Optional[Tuple[str, str, float]]:
+        """(run id, name, final_loss) of a FINISHED run with this config hash, for resume."""
+        client, experiment_id = store.connect(uri, experiment_name)
+        run = find_finished(client, experiment_id, digest)
+        return None if run is None else (run.info.run_id, run.info.run_name,
+                                         run.data.metrics.get("final_loss", math.nan))
+
+    def curve(self, uri: str, run_id: str) -> List[List[float]]:
+        from runner.tracking.read import curve
+
+        return curve(store.get_client(uri), run_id)
+
+
 class Run:
     """One MLflow run on a client from store.connect."""
 
-    def __init__(self, client, experiment_id: str, name: str, tags: Dict[str, str]):
+    def __init__(self, client, uri: str, experiment_id: str, name: str, tags: Dict[str, str]):
         import mlflow
         from mlflow.entities import Metric
 
         self._metric = Metric
         self.client = client
+        self.uri = uri
         self.experiment_id = experiment_id
         tags = {**tags, "runner.mlflow_version": mlflow.__version__}
         self.run = client.create_run(experiment_id, run_name=name, tags=tags)
@@ -36,6 +63,7 @@ class Run:
         self.name = self.run.info.run_name
         self._points: List[Any] = []
         self._last_flush = time.monotonic()
+        self.received = 0  # points given to log_points: what the tracking process holds
 
     def log_params(self, params: Dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -54,6 +82,19 @@ class Run:
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
+    def log_points(self, points: List[Tuple[str, float, int, int]]) -> None:
+        """(key, value, timestamp in ms, step) points, as the tracking process receives them."""
+        self._points.extend(self._metric(*p) for p in points)
+        self.received += len(points)
+        if len(self._points) >= FLUSH_POINTS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def info(self) -> Tuple[str, str, str]:
+        return self.id, self.name, self.experiment_id
+
+    def set_experiment_tag(self, key: str, value: str) -> None:
+        self.client.set_experiment_tag(self.experiment_id, key, value)
+
     def flush(self) -> None:
         while self._points:  # a chunk leaves the buffer only once stored (Ctrl-C may come mid-way)
             chunk = self._points[:FLUSH_POINTS]
@@ -63,6 +104,13 @@ class Run:
 
     def log_artifacts(self, local_dir: str) -> None:
         self.client.log_artifacts(self.id, local_dir)
+
+    def log_dataset_file(self, name: str, source: str, path: str, context: str = "train") -> None:
+        """log_dataset of the arrays X and y in an .npz file (the tracking process gets them so)."""
+        import numpy as np
+
+        with np.load(path) as arrays:
+            self.log_dataset(name, source, arrays["X"], arrays["y"], context)
 
     def log_dataset(self, name: str, source: str, X, y, context: str = "train") -> None:
         """The data as an MLflow dataset (the runs table's Dataset column): its name, where it
@@ -77,6 +125,12 @@ class Run:
             ds = mlflow.data.from_numpy(X, targets=y, source=source, name=name)
         tags = [InputTag("mlflow.data.context", context)]
         self.client.log_inputs(self.id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+
+    def log_model_file(self, path: str, example, step: int) -> str:
+        """log_model of a module saved whole with torch.save (the tracking process gets it so)."""
+        import torch
+
+        return self.log_model(torch.load(path, weights_only=False), example, step)
 
     def log_model(self, module, example, step: int) -> str:
         """The torch module as an MLflow model named `model` (the runs table's Models column;
@@ -105,17 +159,20 @@ class Run:
 
     def end(self, error: Optional[BaseException] = None) -> str:
         """Flush, then FINISHED, FAILED (with reason tags) or KILLED. Never leaves it RUNNING."""
-        status, tags = _status_of(error)
+        return self.close(*status_of(error))[2]
+
+    def close(self, status: str, tags: Dict[str, Any]) -> Tuple[str, str, str]:
+        """Flush, set the reason tags, end the run as `status`. Returns (run id, name, status)."""
         try:
             self.flush()
         finally:
             if tags:
                 self.set_tags(tags)
             self.client.set_terminated(self.id, status)
-        return status
+        return self.id, self.name, status
 
 
-def _status_of(error: Optional[BaseException]):
+def status_of(error: Optional[BaseException]):
     if error is None:
         return "FINISHED", {}
     if isinstance(error, (KeyboardInterrupt, SystemExit)):

@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from runner.config import UserError
+from runner.errors import UserError
 
 # MLflow 3's UI opens an experiment on its GenAI overview unless this tag says model training.
 EXPERIMENT_TAGS = {

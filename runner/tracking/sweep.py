@@ -15,15 +15,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.tracking.record import Run
-from runner.tracking.store import check_uri, connect, resolve_uri, ui_base
+from runner.tracking import service
+from runner.tracking.store import check_uri, resolve_uri, ui_base
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep dir: how jobs on other hosts find the parent
 SWEPT_FILE = "swept_keys.json"  # in the sweep dir: the keys that vary, which name each job
 RESULT_FILE = "result.json"  # in each job's dir: what the parent summarises at the end
 GROUPS = ("dataset", "model", "optim", "device")  # `optim=adam` is the param `optim.name`
 SWEEP_FAILURES: List[str] = []  # set by SweepCallback in the launching process, read by __main__
-ACTIVE_PARENT: List[Run] = []  # the open parent run, so an aborted sweep can close it
+ACTIVE_PARENT: list = []  # the open parent run, so an aborted sweep can close it
 
 
 def override_key(override: str) -> str:
@@ -62,12 +62,12 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = resolve_uri(config.tracking.uri, config.hydra.runtime.cwd)
         check_uri(uri)
-        client, exp_id = connect(uri, config.experiment_name)
+        self.tracker = service.tracker()  # the jobs of the basic launcher share it
         overrides = list(config.hydra.overrides.task)
         self.space = space = swept(config)
         name = "sweep " + " ".join(overrides) if overrides else "sweep"
-        self.parent = Run(client, exp_id, name[:250], {"runner.sweep": "true",
-                                                        "runner.sweep_overrides": " ".join(overrides)})
+        self.parent = self.tracker.start_run(uri, config.experiment_name, name[:250], {
+            "runner.sweep": "true", "runner.sweep_overrides": " ".join(overrides)})
         self.parent.log_params({param_name(k): v for k, v in space.items()})
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ class SweepCallback(Callback):
             stale.unlink()
         # The only route to the jobs: every launcher (submitit on other hosts included) shares it.
         (self.sweep_dir / SWEPT_FILE).write_text(json.dumps(sorted(space)))
-        (self.sweep_dir / PARENT_FILE).write_text(self.parent.id)
+        (self.sweep_dir / PARENT_FILE).write_text(self.parent.id)  # waits for the store
         SWEEP_FAILURES.clear()
         ACTIVE_PARENT[:] = [self.parent]
 
@@ -114,21 +114,20 @@ class SweepCallback(Callback):
         charts of each swept param against final_loss. Returns a link that opens it."""
         key = f"sweep-{self.parent.id[:12]}"
         params = [param_name(k) for k in sorted(self.space)]
-        self.parent.client.set_experiment_tag(self.parent.experiment_id, f"mlflow.sharedViewState.{key}",
-                                              json.dumps(saved_view(self.parent.name, self.parent.id, params)))
-        return (f"{ui_base(self.parent.client.tracking_uri)}/#/experiments/{self.parent.experiment_id}/runs"
+        self.parent.set_experiment_tag(f"mlflow.sharedViewState.{key}",
+                                       json.dumps(saved_view(self.parent.name, self.parent.id, params)))
+        return (f"{ui_base(self.parent.uri)}/#/experiments/{self.parent.experiment_id}/runs"
                 f"?viewStateShareKey={key}&compareRunsMode=CHART&workflowType=machine_learning")
 
     def _log_overlay(self, results: List[Dict[str, Any]]) -> None:
         """sweep_loss_curves.png on the parent: every job's loss curve in one plot."""
         from runner import plots
-        from runner.tracking.read import curve
 
         curves = {}
         for r in results:
             points = r.get("curve") or []
             if not points and r["status"] == "SKIPPED":  # resume: the earlier run's curve
-                points = curve(self.parent.client, r["run_id"])
+                points = self.tracker.curve(self.parent.uri, r["run_id"])
             if points:  # Optuna may try one config twice: keep both lines apart
                 curves[r["name"] if r["name"] not in curves else f"{r['name']} ({r['run_id'][:8]})"] = points
         if curves:

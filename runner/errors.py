@@ -1,0 +1,18 @@
+"""The errors the CLI maps to exit codes; apart from config so that the tracking process can
+use them without importing Hydra."""
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line on stderr, exit code 2."""
+
+
+class Diverged(Exception):
+    """The loss or a parameter became NaN or infinite: the run is FAILED at that epoch."""
+
+    def __init__(self, epoch: int, what: str, value: float):
+        super().__init__(f"diverged at epoch {epoch}: {what} = {value}")
+        self.epoch, self.what, self.value = epoch, what, value
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the run is closed as KILLED with its points kept."""
