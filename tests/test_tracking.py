@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -152,3 +153,45 @@ def test_the_logged_model_loads_with_mlflow_and_predicts_as_the_state_dict(tmp_p
             assert torch.allclose(loaded(X), expected, rtol=1e-12, atol=0)
     [inp] = run.inputs.dataset_inputs
     assert inp.dataset.name == "synthetic_linear" and "seed=0" in inp.dataset.source
+
+
+def test_the_model_folder_is_the_one_mlflow_pytorch_save_model_writes(tmp_path, monkeypatch):
+    """The tracking process writes the pytorch flavour's folder itself (no torch there): the
+    same files and the same MLmodel as mlflow.pytorch.save_model, the independent reference."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import yaml
+    from mlflow.models import infer_signature
+
+    from runner.tracking import record
+
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)).double()
+    example = np.random.default_rng(0).standard_normal((5, 2))
+    with torch.no_grad():
+        output = module(torch.from_numpy(example)).numpy()
+    reference = tmp_path / "reference"
+    mlflow.pytorch.save_model(module, str(reference), signature=infer_signature(example, output),
+                              input_example=example, serialization_format="pickle",
+                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = record.Tracker().start_run(uri, "models", "m", {})
+    model_id = run.log_model(module, example, 0)
+    run.end()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    ours = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / "ours")))
+
+    def files(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    assert [f for f in files(ours) if f != "registered_model_meta"] == files(reference)  # the store adds it
+    for name in ("requirements.txt", "conda.yaml", "python_env.yaml", "input_example.json",
+                 "serving_input_example.json", "data/pickle_module_info.txt"):
+        if (reference / name).exists():
+            assert (ours / name).read_text() == (reference / name).read_text(), name
+    volatile = ("utc_time_created", "model_uuid", "model_size_bytes", "model_id", "artifact_path", "run_id")
+    mine, theirs = (yaml.safe_load((d / "MLmodel").read_text()) for d in (ours, reference))
+    assert {k: v for k, v in mine.items() if k not in volatile} == \
+        {k: v for k, v in theirs.items() if k not in volatile}
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")  # the pyfunc flavour predicts too
+    assert np.allclose(loaded.predict(example), output, rtol=1e-12, atol=0)

@@ -4,6 +4,7 @@ KILLED, never left RUNNING."""
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -126,33 +127,62 @@ class Run:
         tags = [InputTag("mlflow.data.context", context)]
         self.client.log_inputs(self.id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
 
-    def log_model_file(self, path: str, example, step: int) -> str:
-        """log_model of a module saved whole with torch.save (the tracking process gets it so)."""
-        import torch
-
-        return self.log_model(torch.load(path, weights_only=False), example, step)
-
     def log_model(self, module, example, step: int) -> str:
         """The torch module as an MLflow model named `model` (the runs table's Models column;
-        `mlflow.pytorch.load_model("runs:/RUN_ID/model")` loads it). Saved as a pickle (store.py
-        quiets the flavour's warning about it): the
-        default pt2 export imports torch._dynamo and traces the module, 1.7 s a run here
-        against 0.1 s; model.pt beside it is the weights-only state_dict. Returns its model id."""
-        import mlflow.pytorch
+        `mlflow.pytorch.load_model("runs:/RUN_ID/model")` loads it), saved as a pickle:
+        MLflow's default pt2 export imports torch._dynamo and traces the module, 1.7 s a run
+        here against 0.1 s. model.pt beside it is the weights-only state_dict. Returns its id."""
         import torch
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-        from mlflow.models import infer_signature
 
-        with torch.no_grad():
-            signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
+        path = Path(tempfile.mkdtemp()) / "model.pth"
+        try:
+            with torch.no_grad():
+                output = module(torch.from_numpy(example)).numpy()
+            torch.save(module, path)
+            return self.log_model_file(str(path), example, output, step, str(torch.__version__))
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+    def log_model_file(self, path: str, example, output, step: int, torch_version: str) -> str:
+        """log_model of a module that torch.save wrote to `path`, without importing torch: the
+        tracking process gets it so. The folder is the one mlflow.pytorch.save_model(...,
+        serialization_format="pickle") writes (tests/test_tracking.py compares the two, and
+        loads it back with mlflow.pytorch.load_model). Not save_model itself: it needs the
+        module object, hence torch, ~0.9 s of import on this process's critical path (make
+        bench P2'). MLflow is pinned exactly, for the private helpers used here."""
+        import yaml
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model, infer_signature
+        from mlflow.models.utils import _save_example
+        from mlflow.pyfunc import add_to_model
+        from mlflow.utils.environment import (_generate_mlflow_version_pinning, _mlflow_conda_env,
+                                              _PythonEnv)
+
+        pickle_module = "mlflow.pytorch.pickle_module"  # what load_model unpickles with
         model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=self.id)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model"
-            # explicit requirements: inferring them imports the module's packages (seconds)
-            mlflow.pytorch.save_model(module, str(path), signature=signature, input_example=example,
-                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                      serialization_format="pickle")
-            self.client.log_model_artifacts(model.model_id, str(path))
+            root = Path(tmp)
+            (root / "data").mkdir()
+            shutil.copy(path, root / "data" / "model.pth")
+            (root / "data" / "pickle_module_info.txt").write_text(pickle_module)
+            mlmodel = Model()
+            mlmodel.signature = infer_signature(example, output)
+            _save_example(mlmodel, example, str(root))
+            mlmodel.add_flavor("pytorch", model_data="data", pytorch_version=torch_version, code=None)
+            add_to_model(mlmodel, loader_module="mlflow.pytorch", data="data", pickle_module_name=pickle_module,
+                         code=None, conda_env="conda.yaml", python_env="python_env.yaml",
+                         model_config={"device": None})
+            mlmodel.model_size_bytes = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+            mlmodel.save(str(root / "MLmodel"))
+            # Explicit requirements: inferring them imports the module's packages (seconds), and
+            # MLflow's check of them against this environment reads every installed package's
+            # metadata (0.3 s): pointless for the very torch that made the model.
+            requirements = [_generate_mlflow_version_pinning(), f"torch=={torch_version.split('+')[0]}"]
+            conda_env = _mlflow_conda_env(additional_pip_deps=requirements, install_mlflow=False)
+            (root / "conda.yaml").write_text(yaml.safe_dump(conda_env, default_flow_style=False))
+            (root / "requirements.txt").write_text("\n".join(requirements))
+            _PythonEnv.current().to_yaml(str(root / "python_env.yaml"))
+            self.client.log_model_artifacts(model.model_id, str(root))
         self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         self.client.log_outputs(self.id, [LoggedModelOutput(model.model_id, step)])
         return model.model_id

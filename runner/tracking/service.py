@@ -202,8 +202,11 @@ class RemoteRun:
         import torch
 
         path = self.service.spooled("model.pth")
+        with torch.no_grad():
+            output = module(torch.from_numpy(example)).numpy()  # for the signature
         torch.save(module, path)
-        self._send("log_model_file", str(path), example, step, remove=path.parent)
+        self._send("log_model_file", str(path), example, output, step, str(torch.__version__),
+                   remove=path.parent)
 
     def end(self, error: Optional[BaseException] = None) -> str:
         from runner.tracking.record import status_of

@@ -123,8 +123,6 @@ def get_client(uri: str):
         # readers such as `mlflow ui` then need write access to the store's folder.
         for name in ("mlflow", "alembic"):  # their INFO lines would break "one line per run"
             logging.getLogger(name).setLevel(logging.WARNING)
-        # record.Run.log_model saves pickles on purpose (pt2 costs 1.7 s a run): no warning a run
-        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
 
