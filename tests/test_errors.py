@@ -307,3 +307,33 @@ def _status_is_running(db) -> bool:
 def _has_stored_loss(db) -> bool:
     return _query(db, "select count(*) from runs join metrics using (run_uuid) "
                       "where status='RUNNING' and key='loss'") > 0
+
+
+def test_a_killed_tracking_process_fails_the_run_with_one_line(tmp_path):
+    """The other way round: the tracking process dies (kill -9, out of memory). The trainer
+    stops at its next hand-over with one line, exit 1, and marks the run FAILED itself."""
+    proc = _start(tmp_path, "epochs=1000000")
+    db = tmp_path / "mlflow.db"
+    _wait_for(lambda: _has_stored_loss(db), proc)
+    [service] = descendants(proc.pid)
+    os.kill(service, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "tracking process ended unexpectedly" in lines[0] and "marked FAILED" in lines[0]
+    [run] = all_runs(f"sqlite:///{db}")
+    assert (run.info.status, run.data.tags.get("runner.failure")) == ("FAILED", "tracking_process_died")
+
+
+def test_a_store_that_refuses_the_experiment_is_one_line_and_no_run(tmp_path):
+    """Found by the tracking process while the trainer trains: reported as bad input."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    from mlflow.entities import ViewType
+
+    c = client_for(uri)
+    gone = c.create_experiment("gone")
+    c.delete_experiment(gone)
+    out = cli("experiment_name=gone", "epochs=3", cwd=tmp_path)
+    assert_one_line(out, 2, "experiment_name='gone'", "deleted")
+    assert c.search_runs([e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)],
+                         run_view_type=ViewType.ALL) == []

@@ -41,6 +41,12 @@ class Tracker:
         return None if run is None else (run.info.run_id, run.info.run_name,
                                          run.data.metrics.get("final_loss", math.nan))
 
+    def fail(self, uri: str, run_id: str, reason: str) -> None:
+        """End a run that its tracking process left open: FAILED, with the reason as a tag."""
+        client = store.get_client(uri)
+        client.set_tag(run_id, "runner.failure", reason)
+        client.set_terminated(run_id, "FAILED")
+
     def curve(self, uri: str, run_id: str) -> List[List[float]]:
         from runner.tracking.read import curve
 

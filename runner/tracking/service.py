@@ -58,6 +58,9 @@ class Service:
         self.handles = itertools.count(1)
         self.started = False  # a run or a query reached it: it must not be killed
         self.errors: Dict[Optional[int], Tuple[bool, str]] = {}
+        self.run_ids: Dict[int, str] = {}  # handle -> MLflow run id, as the service reports them
+        self.open: Dict[int, str] = {}  # handle -> store URI of each run not closed yet
+        self.dead: Optional[TrackingError] = None
 
     def __getstate__(self) -> dict:
         # Hydra's joblib launcher pickles the callbacks (the sweep's, which holds the parent run)
@@ -71,6 +74,7 @@ class Service:
 
     def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, Any]) -> "RemoteRun":
         handle = next(self.handles)
+        self.open[handle] = uri
         # plain str: torch.__version__ is torch's own str type, and unpickling it imports torch
         self.send(handle, "start_run", (uri, experiment_name, name, {k: str(v) for k, v in tags.items()}))
         return RemoteRun(self, handle, uri, name)
@@ -95,28 +99,39 @@ class Service:
         this run (the root cause), is raised here."""
         self.send(handle, method, args, reply=True)
         while True:
-            try:
-                kind, *rest = self.inp.recv()
-            except (EOFError, OSError):
-                raise self._died() from None
+            kind, *rest = self._receive()
             if kind == "reply":
                 return rest[0]
-            self.errors.setdefault(rest[0], (rest[1], rest[2]))  # (handle, user error?, message)
             if kind == "failed":
                 self.raise_error(handle, rest[0])
 
     def raise_error(self, handle: Optional[int], *also: Optional[int]) -> None:
         """Raise the first error the service reported on this run, if one came (no waiting)."""
-        try:
-            while self.inp.poll():
-                _, h, user, message = self.inp.recv()
-                self.errors.setdefault(h, (user, message))
-        except (EOFError, OSError):
-            raise self._died() from None
+        while self._ready():
+            self._receive()
         for h in (handle, *also):
             if h in self.errors:
                 user, message = self.errors.pop(h)
                 raise UserError(message) if user else TrackingError(f"tracking: {message}")
+
+    def _ready(self) -> bool:
+        try:
+            return self.inp.poll()
+        except OSError:
+            raise self._died() from None
+
+    def _receive(self) -> tuple:
+        """The next message: a reply, or news of a run ("started", "error", "failed")."""
+        try:
+            message = self.inp.recv()
+        except (EOFError, OSError):
+            raise self._died() from None
+        kind, *rest = message
+        if kind == "started":
+            self.run_ids[rest[0]] = rest[1]
+        elif kind in ("error", "failed"):
+            self.errors.setdefault(rest[0], (rest[1], rest[2]))  # (handle, user error?, message)
+        return message
 
     def spooled(self, name: str) -> Path:
         """A fresh path in the spool folder; the service deletes what it was given."""
@@ -131,9 +146,26 @@ class Service:
         self.out.close()
 
     def _died(self) -> TrackingError:
+        """The tracking process is gone (killed, out of memory): close here, FAILED, the runs it
+        had started, so that none stays RUNNING; the points it held are lost."""
+        if self.dead is not None:
+            return self.dead
         code = self.proc.wait()
-        return TrackingError(f"tracking: the tracking process ended unexpectedly (exit code {code}); "
-                             "the runs it held were closed if it could")
+        self.errors.clear()
+        closed = []
+        for handle, uri in self.open.items():
+            if handle in self.run_ids:
+                try:
+                    from runner.tracking import record  # mlflow, in this process, only now
+
+                    record.Tracker().fail(uri, self.run_ids[handle], "tracking_process_died")
+                    closed.append(self.run_ids[handle])
+                except Exception:  # noqa: BLE001  the store itself may be what failed
+                    pass
+        self.open.clear()
+        self.dead = TrackingError(f"tracking: the tracking process ended unexpectedly (exit code {code}); "
+                                  + (f"run {', '.join(closed)} marked FAILED" if closed else "no run was open"))
+        return self.dead
 
 
 class RemoteRun:
@@ -214,6 +246,7 @@ class RemoteRun:
         status, tags = status_of(error)
         self.flush() if error is None else self._hand_over_quietly()
         closed = self.service.ask(self.handle, "close", status, tags)
+        self.service.open.pop(self.handle, None)
         if closed:
             self._id, self.name, status = closed
         return status
@@ -284,6 +317,8 @@ def serve(inp: Connection, out: Connection, spool: Path) -> None:
             if handle in broken and not reply:
                 continue
             value = _dispatch(tracker, runs, handle, method, args)
+            if method == "start_run":
+                out.send(("started", handle, runs[handle].id))  # so that the trainer can close it
             if reply:
                 out.send(("reply", value))
         except Exception as e:  # noqa: BLE001  reported to the trainer, which decides
