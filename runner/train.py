@@ -159,50 +159,28 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
                 quiet: bool = False) -> Trace:
     """The loop: epochs of batches; the whole-set loss (and w, b, accuracy, gap) every
     `log_every` epochs and at the last."""
-    import torch
-
     from runner import devices, models, optim
 
-    torch.manual_seed(cfg.seed)
-    dtype = getattr(torch, resolved["dtype"])
     set_tags({"runner.device_resolved": devices.describe(device)})
-    X, y, X_test, y_test = (_tensor(a, dtype, device) for a in
-                            (dataset.X, dataset.y, dataset.X_test, dataset.y_test))
-    model = models.build(cfg.model, X.shape[1], dataset.out_features, dtype, device)
-    optimizer = optim.build(cfg.optim, list(model.parameters()), cfg.lr)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream, apart from init's
-    loss = resolved["loss"]
-    optimum = _optimum(cfg, lambda: models.optimal_loss(X, y, cfg.model.bias, loss))
+    p = _build(cfg, resolved, dataset, device)
+    optimum = _optimum(cfg, lambda: models.optimal_loss(p.X, p.y, cfg.model.bias, p.loss))
     trace = Trace()
-
-    def record(epoch: int) -> None:
-        with torch.no_grad():
-            pred = model(X)
-            value = models.loss_value(loss, pred, y).item()
-            if not math.isfinite(value):
-                raise Diverged(epoch, "loss", value)
-            _record_point(trace, log, epoch, value, models.slope_intercept(model), optimum)
-            if dataset.n_classes:
-                log("accuracy", (pred.argmax(1) == y).double().mean().item(), epoch)
-                if X_test is not None:
-                    test_pred = model(X_test)
-                    log("test_loss", models.loss_value(loss, test_pred, y_test).item(), epoch)
-                    log("test_accuracy", (test_pred.argmax(1) == y_test).double().mean().item(), epoch)
+    record = functools.partial(_evaluate, p, trace, log, optimum)
 
     def grad_check(epoch: int) -> None:
         if cfg.check_grad:
-            _grad_check(cfg, models.gradient_check(model, loss, X, y), epoch, log, trace)
+            _grad_check(cfg, models.gradient_check(p.model, p.loss, p.X, p.y), epoch, log, trace)
 
     # plain locals: a DictConfig lookup costs ~20 µs, more than a whole epoch of a small line
     epochs, log_every, batch_size, shuffle = cfg.epochs, cfg.log_every, cfg.optim.batch_size, cfg.optim.shuffle
-    guard = _Guard(device)
+    model, loss, optimizer, guard = p.model, p.loss, p.optimizer, _Guard(device)
     grad_check(0)
     # timed from here: not the device's start-up (a first CUDA call takes seconds), the copy of
     # the data, the model's build or the closed-form optimum
     start = time.perf_counter()
     record(0)
     for epoch in _progress(epochs, quiet):
-        for xb, yb in optim.batches(X, y, batch_size, shuffle, shuffle_gen):
+        for xb, yb in optim.batches(p.X, p.y, batch_size, shuffle, p.shuffle_gen):
             batch_loss = models.compute_gradients(model, loss, xb, yb)
             optimizer.step()
         guard.add(epoch, batch_loss)
@@ -211,16 +189,78 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
             record(epoch)
     trace.seconds = time.perf_counter() - start  # the last record's .item() waited for the GPU
     grad_check(epochs)
-    if dataset.n_classes:
-        Xe, ye = (X_test, y_test) if X_test is not None else (X, y)
-        with torch.no_grad():
-            trace.labels = (ye.cpu().numpy(), model(Xe).argmax(1).cpu().numpy())
-        trace.extra["test_accuracy" if X_test is not None else "accuracy"] = float(
-            (trace.labels[0] == trace.labels[1]).mean())
-    trace.line = models.slope_intercept(model)
-    trace.state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    trace.module = models.as_module(model)
+    _finish(p, trace)
     return trace
+
+
+@dataclass
+class _Parts:
+    """What the torch loop works on, on its device."""
+    X: Any
+    y: Any
+    X_test: Any
+    y_test: Any
+    n_classes: int
+    model: Any
+    optimizer: Any
+    shuffle_gen: Any
+    loss: str
+
+
+def _build(cfg: Any, resolved: dict, dataset: data.Dataset, device) -> _Parts:
+    """The data as tensors on the device, the model (seeded), its optimizer, the shuffle's own
+    random stream (apart from the init's)."""
+    import torch
+
+    from runner import models, optim
+
+    torch.manual_seed(cfg.seed)
+    dtype = getattr(torch, resolved["dtype"])
+    X, y, X_test, y_test = (_tensor(a, dtype, device) for a in
+                            (dataset.X, dataset.y, dataset.X_test, dataset.y_test))
+    model = models.build(cfg.model, X.shape[1], dataset.out_features, dtype, device)
+    optimizer = optim.build(cfg.optim, list(model.parameters()), cfg.lr)
+    return _Parts(X, y, X_test, y_test, dataset.n_classes, model, optimizer,
+                  torch.Generator().manual_seed(cfg.seed + 1), resolved["loss"])
+
+
+def _evaluate(p: _Parts, trace: Trace, log: Log, optimum: Optional[float], epoch: int) -> None:
+    """One record: the whole-set loss (w, b and the gap where they apply; accuracy and the test
+    set's loss and accuracy for classification). Diverged if the loss is NaN or infinite."""
+    import torch
+
+    from runner import models
+
+    with torch.no_grad():
+        pred = p.model(p.X)
+        value = models.loss_value(p.loss, pred, p.y).item()
+        if not math.isfinite(value):
+            raise Diverged(epoch, "loss", value)
+        _record_point(trace, log, epoch, value, models.slope_intercept(p.model), optimum)
+        if p.n_classes:
+            log("accuracy", (pred.argmax(1) == p.y).double().mean().item(), epoch)
+            if p.X_test is not None:
+                test_pred = p.model(p.X_test)
+                log("test_loss", models.loss_value(p.loss, test_pred, p.y_test).item(), epoch)
+                log("test_accuracy", (test_pred.argmax(1) == p.y_test).double().mean().item(), epoch)
+
+
+def _finish(p: _Parts, trace: Trace) -> None:
+    """After the loop: the labels for the confusion matrix, the final line, the weights and the
+    module, all on the CPU."""
+    import torch
+
+    from runner import models
+
+    if p.n_classes:
+        Xe, ye = (p.X_test, p.y_test) if p.X_test is not None else (p.X, p.y)
+        with torch.no_grad():
+            trace.labels = (ye.cpu().numpy(), p.model(Xe).argmax(1).cpu().numpy())
+        trace.extra["test_accuracy" if p.X_test is not None else "accuracy"] = float(
+            (trace.labels[0] == trace.labels[1]).mean())
+    trace.line = models.slope_intercept(p.model)
+    trace.state = {k: v.detach().cpu() for k, v in p.model.state_dict().items()}
+    trace.module = models.as_module(p.model)
 
 
 class _Guard:
