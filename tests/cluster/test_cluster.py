@@ -212,3 +212,59 @@ def test_two_optuna_sweepers_share_one_study_in_postgresql(cluster, tmp_path):
     runs = all_runs(cluster["uri"], "cluster_optuna")
     assert len([r for r in runs if r.data.tags.get("runner.sweep") == "true"]) == 2
     assert len([r for r in runs if r.info.status == "FINISHED"]) == 2 + 2 * per_process
+
+
+def test_a_run_logging_data_another_run_is_inserting_keeps_it(cluster):
+    """MLflow's store looks a dataset up, then inserts it, so two runs of one experiment logging
+    equal data at once collide on the insert (`dataset_pk`), as the two sweepers above do when their
+    first trials start together. Made certain here: a transaction of ours holds that row uncommitted
+    until the server's insert waits on it (pg_locks), then commits."""
+    import threading
+
+    import mlflow.data
+    import numpy as np
+    import psycopg2
+
+    from runner.tracking.record import Run
+
+    client = client_for(cluster["uri"])
+    experiment = client.create_experiment("cluster_datasets")
+    X, y = np.arange(6.0).reshape(3, 2), np.arange(3.0)
+    digest = mlflow.data.from_numpy(X, targets=y, source="equal", name="equal").digest
+    db = psycopg2.connect(host="127.0.0.1", port=PORTS["PG_PORT"], user="mlflow", password="mlflow",
+                          dbname="mlflow")
+    try:
+        with db.cursor() as cur:  # the other run's insert, not yet committed
+            cur.execute("insert into datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type,"
+                        " dataset_source) values ('other', %s, 'equal', %s, 'code', '{}')", (experiment, digest))
+        run, errors = Run(client, experiment, "equal", {}), []
+        thread = threading.Thread(target=lambda: _collect(errors, run.log_dataset, "equal", "equal", X, y))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not _waiting_on_a_lock(cluster, "mlflow"):  # the server's insert is blocked on ours
+            assert time.monotonic() < deadline and thread.is_alive(), errors
+            time.sleep(0.1)
+        db.commit()
+        thread.join(timeout=60)
+    finally:
+        db.close()
+    assert errors == []
+    [logged] = client.get_run(run.id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("equal", digest)
+
+
+def _collect(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # the test's thread reads it
+        errors.append(e)
+
+
+def _waiting_on_a_lock(cluster, dbname: str) -> bool:
+    import psycopg2
+
+    with psycopg2.connect(host="127.0.0.1", port=PORTS["PG_PORT"], user="mlflow", password="mlflow",
+                          dbname=dbname) as db, db.cursor() as cur:
+        cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid)"
+                    " where not l.granted and a.datname = %s", (dbname,))
+        return cur.fetchone()[0] > 0
