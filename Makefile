@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml requirements.lock
 	# would pull a CUDA build of several GB.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements.lock
+	# The Optuna sweeper without its optuna<3 pin: optuna 2.10 cannot open a database study under
+	# SQLAlchemy 2.1 (which mlflow 3.17 needs); every optuna API the plugin calls is still in 4.9.
+	$(PIP) install -q --no-deps hydra-optuna-sweeper==1.3.0
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from typing import Optional
 
 import hydra
@@ -180,6 +181,11 @@ def _main() -> None:
 def _run() -> None:
     debug = os.environ.get("RUNNER_DEBUG") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print one line each
+    # hydra-optuna-sweeper 1.3.0 (written for optuna 2) builds the distributions optuna 3 deprecated
+    # and hands TPESampler every argument optuna 4.3-4.9 deprecated: warnings about the plugin's
+    # code, not the user's config, a dozen per sweep. Both stay until optuna 6.
+    warnings.filterwarnings("ignore", r"(`\w+`|\w+Distribution) has been deprecated in v[34]\.",
+                            FutureWarning)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         task()

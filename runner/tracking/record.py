@@ -126,12 +126,21 @@ class Run:
 
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         with warnings.catch_warnings():  # "cannot resolve source": a generator is no file, fine
             warnings.simplefilter("ignore")
             ds = mlflow.data.from_numpy(X, targets=y, source=source, name=name)
-        tags = [InputTag("mlflow.data.context", context)]
-        self.client.log_inputs(self.id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+        inputs = [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(self.id, datasets=inputs)
+        except MlflowException as e:
+            # MLflow's store looks the dataset up, then inserts it: two runs of one experiment
+            # logging equal data at once (parallel jobs, a server on PostgreSQL) collide on that
+            # insert, whose transaction is rolled back. Once more finds the other run's row.
+            if "dataset_pk" not in str(e):
+                raise
+            self.client.log_inputs(self.id, datasets=inputs)
 
     def log_model(self, module, example, step: int) -> str:
         """The torch module as an MLflow model named `model` (the runs table's Models column;

@@ -189,26 +189,108 @@ def test_jobs_ride_out_a_server_restart_without_losing_a_point(slurm, tmp_path):
         assert steps(uri, run) == list(range(0, epochs + 1, 1000))  # nothing lost, nothing twice
 
 
+@pytest.mark.filterwarnings("ignore:LogUniformDistribution:FutureWarning")  # the plugin's, read back
 def test_two_optuna_sweepers_share_one_study_in_postgresql(cluster, tmp_path):
+    """One budget of TRIALS split over two sweeper processes started at once: hydra-optuna-sweeper's
+    n_trials is per process (it asks that many whatever the study holds), so each gets half, and
+    both ask and tell through the one study in PostgreSQL: one trial counter, each sampler seeing
+    the other's results."""
     import optuna
-    import sqlalchemy
 
-    if int(optuna.__version__.split(".")[0]) < 3 and int(sqlalchemy.__version__.split(".")[0]) >= 2:
-        pytest.skip(f"blocked: optuna {optuna.__version__} (hydra-optuna-sweeper 1.3.0 needs optuna<3) "
-                    f"cannot create a database study with SQLAlchemy {sqlalchemy.__version__} (mlflow's)")
+    trials, processes = 6, 2
     storage = f"postgresql+psycopg2://mlflow:mlflow@127.0.0.1:{PORTS['PG_PORT']}/optuna"
-    per_process = 3
+    # the study first, as Optuna's distributed set-up does: no two processes then create the tables
+    # of an empty database at the same moment
+    create = subprocess.run([str(Path(sys.executable).parent / "optuna"), "create-study", "--storage",
+                             storage, "--study-name", "shared", "--direction", "minimize",
+                             "--skip-if-exists"],
+                            text=True, capture_output=True, timeout=120)
+    assert create.returncode == 0, create.stderr
     args = ("hparams_search=optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
-            f"hydra.sweeper.n_trials={per_process}", "experiment_name=cluster_optuna",
+            f"hydra.sweeper.n_trials={trials // processes}", "experiment_name=cluster_optuna",
             "dataset.n_samples=50", "epochs=50")
-    for i in range(2):
+    start = time.monotonic()
+    for i in range(processes):
         (tmp_path / str(i)).mkdir()
-    procs = [sweep(cluster, tmp_path / str(i), *args) for i in range(2)]  # both at once
+    procs = [sweep(cluster, tmp_path / str(i), *args) for i in range(processes)]  # all at once
     for proc in procs:
         rc, out, err = finish(proc)
         assert rc == 0, err
+        assert f"sweep: {trials // processes} of {trials // processes} jobs ok" in out
     study = optuna.load_study(study_name="shared", storage=storage)
-    assert sorted(t.number for t in study.trials) == list(range(2 * per_process))  # one study, not two
-    runs = all_runs(cluster["uri"], "cluster_optuna")
-    assert len([r for r in runs if r.data.tags.get("runner.sweep") == "true"]) == 2
-    assert len([r for r in runs if r.info.status == "FINISHED"]) == 2 + 2 * per_process
+    assert sorted(t.number for t in study.trials) == list(range(trials))  # one study: n in all, not 2n
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    # every trial is one child run in MLflow, its value that run's final_loss
+    uri = cluster["uri"]
+    runs = all_runs(uri, "cluster_optuna")
+    parents = {r.info.run_id for r in runs if r.data.tags.get("runner.sweep") == "true"}
+    kids = {(float(r.data.params["lr"]), r.data.params["optim.name"]): r for r in runs
+            if r.info.run_id not in parents}
+    assert len(parents) == processes and len(kids) == len(runs) - processes == trials
+    print(f"\ncluster_optuna: {trials} trials from {processes} sweepers in {time.monotonic() - start:.0f} s")
+    for t in sorted(study.trials, key=lambda t: t.number):
+        run = kids[(t.params["lr"], t.params["optim"])]
+        assert run.info.status == "FINISHED" and run.data.metrics["final_loss"] == pytest.approx(t.value)
+        print(f"  trial {t.number}: {t.state.name}, value {t.value:.4g}, run {run.info.run_name} "
+              f"under parent {run.data.tags['mlflow.parentRunId'][:8]}")
+    assert all(sum(r.data.tags.get("mlflow.parentRunId") == p for r in runs) == trials // processes
+               for p in parents)
+
+
+@pytest.mark.filterwarnings("ignore:The specified dataset source")  # a name, not a file: fine
+def test_a_run_logging_data_another_run_is_inserting_keeps_it(cluster):
+    """MLflow's store looks a dataset up, then inserts it, so two runs of one experiment logging
+    equal data at once collide on the insert (`dataset_pk`), as the two sweepers above do when their
+    first trials start together. Made certain here: a transaction of ours holds that row uncommitted
+    until the server's insert waits on it (pg_locks), then commits."""
+    import threading
+
+    import mlflow.data
+    import numpy as np
+    import psycopg2
+
+    from runner.tracking.record import Run
+
+    client = client_for(cluster["uri"])
+    experiment = client.create_experiment("cluster_datasets")
+    X, y = np.arange(6.0).reshape(3, 2), np.arange(3.0)
+    digest = mlflow.data.from_numpy(X, targets=y, source="equal", name="equal").digest
+    db = psycopg2.connect(host="127.0.0.1", port=PORTS["PG_PORT"], user="mlflow", password="mlflow",
+                          dbname="mlflow")
+    try:
+        with db.cursor() as cur:  # the other run's insert, not yet committed
+            cur.execute("insert into datasets (dataset_uuid, experiment_id, name, digest,"
+                        " dataset_source_type, dataset_source)"
+                        " values ('other', %s, 'equal', %s, 'code', '{}')",
+                        (experiment, digest))
+        run, errors = Run(client, experiment, "equal", {}), []
+        thread = threading.Thread(target=lambda: _collect(errors, run.log_dataset, "equal", "equal", X, y))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not _waiting_on_a_lock(cluster, "mlflow"):  # the server's insert is blocked on ours
+            assert time.monotonic() < deadline and thread.is_alive(), errors
+            time.sleep(0.1)
+        db.commit()
+        thread.join(timeout=60)
+    finally:
+        db.close()
+    assert errors == []
+    [logged] = client.get_run(run.id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("equal", digest)
+
+
+def _collect(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # the test's thread reads it
+        errors.append(e)
+
+
+def _waiting_on_a_lock(cluster, dbname: str) -> bool:
+    import psycopg2
+
+    with psycopg2.connect(host="127.0.0.1", port=PORTS["PG_PORT"], user="mlflow", password="mlflow",
+                          dbname=dbname) as db, db.cursor() as cur:
+        cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid)"
+                    " where not l.granted and a.datname = %s", (dbname,))
+        return cur.fetchone()[0] > 0
