@@ -361,9 +361,11 @@ def _first_line(e: BaseException) -> str:
 
 def main(argv: List[str]) -> None:
     # Never stopped by a signal meant for the trainer: it closes the runs, as the trainer says
-    # or when the trainer is gone. (SIGKILL still works; then the runs stay RUNNING.)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # or when the trainer is gone. SLURM signals every process of a job: SIGTERM on scancel,
+    # SIGUSR2 before the time limit (submitit's warning, which would kill this process: seen in
+    # make test-cluster). SIGKILL still works; then the trainer marks its runs FAILED.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     inp, out = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
     serve(inp, out, Path(argv[2]))
 

@@ -263,7 +263,7 @@ def test_a_run_logging_data_another_run_is_inserting_keeps_it(cluster):
                         " dataset_source_type, dataset_source)"
                         " values ('other', %s, 'equal', %s, 'code', '{}')",
                         (experiment, digest))
-        run, errors = Run(client, experiment, "equal", {}), []
+        run, errors = Run(client, cluster["uri"], experiment, "equal", {}), []
         thread = threading.Thread(target=lambda: _collect(errors, run.log_dataset, "equal", "equal", X, y))
         thread.start()
         deadline = time.monotonic() + 60
