@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from runner import data
 from runner.tracking import record, store, sweep
-from runner.config import Diverged, UserError, check
+from runner.config import Diverged, Engine, UserError, check
 
 
 @dataclass
@@ -89,7 +89,7 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
             (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
             (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(list(job.overrides)))
             mlrun.log_artifacts(tmp)
-        if cfg.engine == "numpy":
+        if cfg.engine == Engine.numpy:
             trace = numpy_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags)
         else:
             trace = torch_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, device, job.quiet)
@@ -130,7 +130,7 @@ def validate(cfg: Any, job: Job):
     dataset = data.build(cfg, cfg.seed)
     uri = store.resolve_uri(cfg.tracking.uri, job.launch_dir)
     store.check_uri(uri)
-    if cfg.engine == "numpy":
+    if cfg.engine == Engine.numpy:
         return dataset, uri, None
     from runner import devices  # torch
 
@@ -329,7 +329,7 @@ def _artifacts(mlrun: "record.Run", trace: Trace, dataset: data.Dataset, cfg: An
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if cfg.engine == "numpy":
+        if cfg.engine == Engine.numpy:
             np.savez(tmp / "model.npz", **trace.state)
         else:
             import torch
@@ -356,7 +356,7 @@ def _tags(cfg: Any, digest: str, job: Job) -> dict:
             "runner.config_hash": digest, "runner.overrides": " ".join(job.overrides),
             "runner.hydra_version": hydra.__version__, "runner.python_version": platform.python_version(),
             "runner.numpy_version": np.__version__, "mlflow.source.name": "runner"}
-    if cfg.engine == "torch":
+    if cfg.engine == Engine.torch:
         import torch
 
         tags["runner.torch_version"] = torch.__version__
