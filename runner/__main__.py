@@ -1,6 +1,7 @@
 """CLI: `python -m runner [-m] [group=option ...] [key=value ...]`. A thin shell around
 train.run(cfg): Hydra composes, we check, train, print one summary line, and map errors to
 one line on stderr with exit code 2 (bad input), 1 (a failed run), 130/143 (interrupted)."""
+import contextlib
 import gc
 import os
 import signal
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 
 from runner import config
 from runner.config import Diverged, Terminated, UserError
+from runner.tracking import store
 from runner.tracking import sweep as sweeps
 
 config.register()
@@ -153,16 +155,35 @@ def main() -> None:
     thresholds = gc.get_threshold()
     gc.set_threshold(100_000, 50, 1000)
     try:
-        _main()
+        # Hydra and MLflow take these from the environment alone. HYDRA_FULL_ERROR lets errors
+        # reach us (we print one line each); MLflow's HTTP patience: see store.HTTP_PATIENCE.
+        with _environment({"HYDRA_FULL_ERROR": "1"}, store.HTTP_PATIENCE):
+            _main()
     finally:
         gc.set_threshold(*thresholds)
+
+
+@contextlib.contextmanager
+def _environment(values: dict, defaults: dict):
+    """Set `values`, and `defaults` where the user has not, for the time of the block only."""
+    saved = {k: os.environ.get(k) for k in {**values, **defaults}}
+    os.environ.update(values)
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _main() -> None:
     if {"--help", "-h"} & set(sys.argv[1:]) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
         _cache_help_listing()
     debug = os.environ.get("RUNNER_DEBUG") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print one line each
     signal.signal(signal.SIGTERM, _terminate)
     try:
         task()
