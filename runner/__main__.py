@@ -23,7 +23,7 @@ config.register()
 FAILED: list = []  # a single run's error, re-raised outside Hydra (which would print more first)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
     from runner import train  # numpy; torch and mlflow come after the input is checked

@@ -224,7 +224,12 @@ class Config:
     debug: bool = False  # show tracebacks instead of one-line errors
 
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: presets find their data files here
+# A checkout keeps conf/ and experiments/ at its top, where users edit them; a wheel ships them
+# inside the package (pyproject.toml maps them to runner/conf and runner/experiments). ROOT is
+# the folder that holds both: presets find their data files there (`${root:}`).
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE if (PACKAGE / "conf").is_dir() else PACKAGE.parent
+CONF_DIR = str(ROOT / "conf")  # absolute: Hydra takes it as is, whether imported or run as a file
 
 
 def register() -> None:
