@@ -199,6 +199,7 @@ def _start_and_signal(tmp_path, sig):
     return proc.returncode, err, f"sqlite:///{db}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interruption_ends_killed_with_points_kept(sig, code, tmp_path):
     rc, err, uri = _start_and_signal(tmp_path, sig)

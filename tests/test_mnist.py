@@ -154,6 +154,7 @@ def test_bad_files_from_the_cli_exit_2_and_leave_no_run(case, digits28, tmp_path
     assert not (tmp_path / "mlflow.db").exists()  # refused before torch, mlflow or any run
 
 
+@pytest.mark.slow
 def test_the_preset_learns_the_digits_from_the_cli(digits28, tmp_path):
     root = write(tmp_path / "mnist", digits28, gz=True)
     # batches of 50 for 20 epochs (400 steps): 1000 images at 200 a batch are only 50 steps in the
