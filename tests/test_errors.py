@@ -155,10 +155,10 @@ def test_absent_device_is_one_line_and_no_run(tmp_path):
     ("sqlite:////no/such/folder/mlflow.db", ["does not exist"]),
     ("nonsense://x", ["not a usable store"]),
 ])
-def test_bad_tracking_uri_fails_fast_with_one_line(uri, needles, tmp_path):
+def test_bad_tracking_uri_fails_fast_with_one_line(uri, needles, tmp_path, monkeypatch, capsys):
     for env in ({}, {"MLFLOW_TRACKING_URI": uri}):
         args = ["epochs=2"] + ([] if env else [f"tracking.uri={uri}"])
-        out = cli(*args, cwd=tmp_path, env=env)
+        out = cli_in_process(*args, cwd=tmp_path, env=env, monkeypatch=monkeypatch, capsys=capsys)
         assert_one_line(out, 2, "tracking.uri=", *needles)
         assert not (tmp_path / "mlflow.db").exists()
     # checked before torch or mlflow is imported (MLflow itself would retry a server for minutes)
