@@ -1,7 +1,7 @@
 """Bad input, divergence, interruption, unreachable stores: one line, the right exit code, and
-an intact store with no run left RUNNING. Most bad-input cases call the CLI's own entry point in
-this process (a process costs 2 to 3.5 s); a few of each kind, and every other case, run the
-real CLI in a subprocess."""
+an intact store with no run left RUNNING. Most cases call the CLI's own entry point, main(), in
+this process (a process costs 2 to 3.5 s); a few of each kind of bad input, divergence and
+interruption run the real CLI in a subprocess."""
 import os
 import signal
 import sqlite3
@@ -141,9 +141,9 @@ def test_divergence_fails_the_run_at_that_epoch_and_keeps_the_points(tmp_path):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: device=cuda is not absent")
-def test_absent_device_is_one_line_and_no_run(tmp_path):
+def test_absent_device_is_one_line_and_no_run(tmp_path, monkeypatch, capsys):
     """Checked like every other bad input: before the store or a run exists."""
-    out = cli("device=cuda", "epochs=2", cwd=tmp_path)
+    out = cli_in_process("device=cuda", "epochs=2", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert_one_line(out, 2, "device.name='cuda'", "no CUDA GPU")
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -167,10 +167,10 @@ def test_bad_tracking_uri_fails_fast_with_one_line(uri, needles, tmp_path, monke
     assert out.returncode == 2 and "numpy" in imported and not {"torch", "mlflow"} & imported
 
 
-def test_corrupt_store_is_a_clear_error_and_left_alone(tmp_path):
+def test_corrupt_store_is_a_clear_error_and_left_alone(tmp_path, monkeypatch, capsys):
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"this is not a database" * 10)
-    out = cli("epochs=2", cwd=tmp_path)
+    out = cli_in_process("epochs=2", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert_one_line(out, 2, "not an SQLite database")
     assert db.read_bytes() == b"this is not a database" * 10
 
@@ -213,10 +213,10 @@ def test_interruption_ends_killed_with_points_kept(sig, code, tmp_path):
     assert len(steps) > 5 and sorted(steps) == list(range(len(steps)))  # nothing lost, no gaps
 
 
-def test_secrets_in_the_environment_are_never_logged(tmp_path):
+def test_secrets_in_the_environment_are_never_logged(tmp_path, monkeypatch, capsys):
     secret = "s3cr3t-token-value"
-    out = cli("experiment=gd_vs_sgd", "epochs=2", cwd=tmp_path,
-              env={"MY_API_TOKEN": secret, "AWS_SECRET_ACCESS_KEY": secret})
+    out = cli_in_process("experiment=gd_vs_sgd", "epochs=2", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys,
+                         env={"MY_API_TOKEN": secret, "AWS_SECRET_ACCESS_KEY": secret})
     assert out.returncode == 0, out.stderr
     [run] = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     logged = list(run.data.params.items()) + list(run.data.tags.items())
