@@ -257,7 +257,8 @@ def _check_engine(cfg: Any, classify: bool) -> None:
         _require(cfg.optim.name == "gd", "optim", cfg.optim.name, "engine=numpy runs gd only")
         _require(not cfg.optim.shuffle, "optim.shuffle", True, "engine=numpy takes batches in order")
         _require(not classify, "loss", cfg.loss.value, "engine=numpy runs regression losses only")
-        _require(cfg.device.name in (Device.auto, Device.cpu), "device", cfg.device.name, "engine=numpy runs on the CPU")
+        _require(cfg.device.name in (Device.auto, Device.cpu), "device", cfg.device.name,
+                 "engine=numpy runs on the CPU")
 
 
 def hidden_sizes(hidden: Any) -> Tuple[int, ...]:
