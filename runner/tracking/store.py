@@ -97,7 +97,9 @@ _CLIENTS: Dict[str, Any] = {}
 # wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep). MLflow 3.17.2 takes
 # these from the environment only: rest_utils.http_request reads them on every request (the
 # client and RestStore have no argument for them), so the CLI sets them, where the user has not,
-# for the time of its run (__main__.main) and restores them after.
+# for the time of its run (__main__.main) and restores them after; the jobs a launcher starts
+# meanwhile (joblib's workers, submitit's processes, sbatch, which exports the environment)
+# inherit them.
 HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
