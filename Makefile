@@ -29,6 +29,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# the same without the tests marked slow (browsers, the wheel, long end-to-end runs)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+
 $(CLUSTER): $(STAMP)
 	$(PIP) install -q -e '.[cluster]'
 	touch $(CLUSTER)

@@ -1,6 +1,7 @@
 """CLI: `python -m runner [-m] [group=option ...] [key=value ...]`. A thin shell around
 train.run(cfg): Hydra composes, we check, train, print one summary line, and map errors to
 one line on stderr with exit code 2 (bad input), 1 (a failed run), 130/143 (interrupted)."""
+import contextlib
 import gc
 import os
 import signal
@@ -16,14 +17,14 @@ from omegaconf import DictConfig
 
 from runner import config
 from runner.config import Diverged, Terminated, UserError
-from runner.tracking import service
+from runner.tracking import service, store
 from runner.tracking import sweep as sweeps
 
 config.register()
 FAILED: list = []  # a single run's error, re-raised outside Hydra (which would print more first)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
     from runner import train  # numpy; torch and mlflow come after the input is checked
@@ -156,7 +157,10 @@ def main() -> None:
     thresholds = gc.get_threshold()
     gc.set_threshold(100_000, 50, 1000)
     try:
-        _main()
+        # Hydra and MLflow take these from the environment alone. HYDRA_FULL_ERROR lets errors
+        # reach us (we print one line each); MLflow's HTTP patience: see store.HTTP_PATIENCE.
+        with _environment({"HYDRA_FULL_ERROR": "1"}, store.HTTP_PATIENCE):
+            _main()
     finally:
         gc.set_threshold(*thresholds)
 
@@ -164,6 +168,23 @@ def main() -> None:
 # Hydra's flags that print and exit: no run, so no tracking process.
 PRINT_ONLY = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
               "--shell-completion", "-sc")
+
+
+@contextlib.contextmanager
+def _environment(values: dict, defaults: dict):
+    """Set `values`, and `defaults` where the user has not, for the time of the block only."""
+    saved = {k: os.environ.get(k) for k in {**values, **defaults}}
+    os.environ.update(values)
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _main() -> None:
@@ -180,7 +201,6 @@ def _main() -> None:
 
 def _run() -> None:
     debug = os.environ.get("RUNNER_DEBUG") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print one line each
     # hydra-optuna-sweeper 1.3.0 (written for optuna 2) builds the distributions optuna 3 deprecated
     # and hands TPESampler every argument optuna 4.3-4.9 deprecated: warnings about the plugin's
     # code, not the user's config, a dozen per sweep. Both stay until optuna 6.

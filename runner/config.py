@@ -4,7 +4,7 @@ Types are enforced by OmegaConf while Hydra composes (so `lr=abc` never reaches 
 `check(cfg)` then enforces ranges and cross-field rules before torch or mlflow is imported.
 """
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
@@ -32,6 +32,45 @@ class Activation(Enum):  # between an mlp's Linear layers
     sigmoid = "sigmoid"
 
 
+# The choices below are StrEnums: each member equals its string (Engine.numpy == "numpy",
+# f"{Device.cuda}" == "cuda"), so tags, messages and code that hands them on as plain strings
+# read the same, while OmegaConf still refuses any other value when Hydra composes.
+class Engine(StrEnum):
+    torch = "torch"
+    numpy = "numpy"  # line or mlp with gd, no torch imported at all
+
+
+class Task(StrEnum):  # of a csv dataset
+    regression = "regression"
+    classification = "classification"  # the target holds labels 0..K-1
+
+
+class Device(StrEnum):
+    auto = "auto"  # cuda, then mps, then cpu
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+# init: one Enum per model family, since each allows a different set; every model has its own
+# dataclass, so the schema can say which, and Hydra names the allowed ones in its error.
+class LineInit(StrEnum):
+    zeros = "zeros"
+    normal = "normal"  # N(0, std)
+    constant = "constant"  # every weight (and the bias) starts at `value`
+
+
+class LinearInit(StrEnum):
+    default = "default"  # torch's
+    normal = "normal"
+    zeros = "zeros"
+
+
+class MlpInit(StrEnum):
+    default = "default"  # torch's
+    normal = "normal"
+
+
 # ---- dataset -------------------------------------------------------------------------------
 @dataclass
 class CsvDataset:
@@ -40,7 +79,7 @@ class CsvDataset:
     target: Optional[str] = None  # column name or index (negative counts from the end); None: last
     delimiter: Optional[str] = None  # None: detected
     header: Optional[bool] = None  # None: detected
-    task: str = "regression"  # regression | classification (the target holds labels 0..K-1)
+    task: Task = Task.regression
     test_fraction: float = 0.0  # held out for test_accuracy / test_loss
 
 
@@ -81,7 +120,7 @@ class MnistDataset:
 class LineModel:
     name: str = "line"
     bias: bool = True
-    init: str = "zeros"  # zeros | normal | constant
+    init: LineInit = LineInit.zeros
     std: float = 0.01  # for init=normal
     value: float = 0.0  # for init=constant: every weight (and the bias) starts here
 
@@ -90,7 +129,7 @@ class LineModel:
 class LinearModel:
     name: str = "linear"
     bias: bool = True
-    init: str = "default"  # default (torch's) | normal | zeros
+    init: LinearInit = LinearInit.default
     std: float = 0.01
 
 
@@ -100,7 +139,7 @@ class MlpModel:
     hidden: Any = 100  # an int (one hidden layer) or a list of ints ([200, 200]); see hidden_sizes
     activation: Activation = Activation.relu
     bias: bool = True
-    init: str = "default"  # default (torch's) | normal
+    init: MlpInit = MlpInit.default
     std: float = 1.0
 
 
@@ -140,7 +179,7 @@ class AdamOptim(OptimBase):
 # ---- device, tracking, top level -----------------------------------------------------------
 @dataclass
 class DeviceConfig:
-    name: str = "auto"  # auto | cpu | cuda | mps
+    name: Device = Device.auto
     index: Optional[int] = None  # cuda only; None: 0, or job number modulo GPUs in a sweep
 
 
@@ -164,14 +203,19 @@ class Config:
     log_every: int = 1
     experiment_name: str = "runner"
     run_name: Optional[str] = None  # None: derived from the overrides
-    engine: str = "torch"  # torch | numpy (line or mlp with gd, no torch imported at all)
+    engine: Engine = Engine.torch
     check_grad: bool = False  # compare hand-written gradients with a reference, first and last step
     check_grad_tol: float = 1e-6  # largest relative difference allowed before the run fails
     resume: bool = False  # in a sweep: skip jobs whose identical config already FINISHED
     debug: bool = False  # show tracebacks instead of one-line errors
 
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: presets find their data files here
+# A checkout keeps conf/ and experiments/ at its top, where users edit them; a wheel ships them
+# inside the package (pyproject.toml maps them to runner/conf and runner/experiments). ROOT is
+# the folder that holds both: presets find their data files there (`${root:}`).
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE if (PACKAGE / "conf").is_dir() else PACKAGE.parent
+CONF_DIR = str(ROOT / "conf")  # absolute: Hydra takes it as is, whether imported or run as a file
 
 
 def register() -> None:
@@ -191,18 +235,16 @@ def register() -> None:
 
 # ---- range checks --------------------------------------------------------------------------
 CLASSIFICATION_DATASETS = ("digits", "mnist")  # and csv with task=classification
-INITS = {"line": ("zeros", "normal", "constant"), "linear": ("default", "normal", "zeros"),
-         "mlp": ("default", "normal")}
 
 
 def _check_engine(cfg: Any, classify: bool) -> None:
-    _require(cfg.engine in ("torch", "numpy"), "engine", cfg.engine, "must be torch or numpy")
-    if cfg.engine == "numpy":
+    if cfg.engine == Engine.numpy:
         _require(cfg.model.name in ("line", "mlp"), "model", cfg.model.name, "engine=numpy runs line or mlp")
         _require(cfg.optim.name == "gd", "optim", cfg.optim.name, "engine=numpy runs gd only")
         _require(not cfg.optim.shuffle, "optim.shuffle", True, "engine=numpy takes batches in order")
         _require(not classify, "loss", cfg.loss.value, "engine=numpy runs regression losses only")
-        _require(cfg.device.name in ("auto", "cpu"), "device", cfg.device.name, "engine=numpy runs on the CPU")
+        _require(cfg.device.name in (Device.auto, Device.cpu), "device", cfg.device.name,
+                 "engine=numpy runs on the CPU")
 
 
 def hidden_sizes(hidden: Any) -> Tuple[int, ...]:
@@ -227,6 +269,7 @@ def _check_mnist(d: Any) -> None:
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
+        value = value.value if isinstance(value, Enum) else value  # 'numpy', not <Engine.numpy: ...>
         raise UserError(f"{key}={value!r}: {allowed}")
 
 
@@ -244,15 +287,13 @@ def check(cfg: Any) -> None:
         _require(bool(d.path), "dataset.path", d.path, "must name a CSV file")
         _require(d.delimiter is None or len(d.delimiter) == 1, "dataset.delimiter", d.delimiter,
                  "must be one character (or null to detect it)")
-        _require(d.task in ("regression", "classification"), "dataset.task", d.task,
-                 "must be regression or classification")
     if "test_fraction" in d:
         _require(0 <= d.test_fraction < 1, "dataset.test_fraction", d.test_fraction, "must be in [0, 1)")
     if "n_samples" in d:
         _require(d.n_samples >= 1, "dataset.n_samples", d.n_samples, "must be an integer >= 1")
     if d.name == "mnist":
         _check_mnist(d)
-    classify = d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == "classification")
+    classify = d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == Task.classification)
     if classify != (cfg.loss == Loss.cross_entropy):
         _require(False, "loss", cfg.loss.value, "classification (dataset=digits, mnist or dataset.task="
                  "classification) takes loss=cross_entropy, regression mse, sse or half_mse")
@@ -265,7 +306,6 @@ def check(cfg: Any) -> None:
     if d.name == "random_mlp":
         _require(d.in_features >= 1, "dataset.in_features", d.in_features, "must be >= 1")
         _require(d.out_features >= 1, "dataset.out_features", d.out_features, "must be >= 1")
-    _require(m.init in INITS[m.name], "model.init", m.init, f"must be one of {', '.join(INITS[m.name])}")
     if m.init == "normal":
         _require(m.std > 0 and math.isfinite(m.std), "model.std", m.std, "must be a finite number > 0")
     if m.name == "mlp":
@@ -277,7 +317,5 @@ def check(cfg: Any) -> None:
     if "betas" in o:
         _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
                  list(o.betas), "must be two numbers in [0, 1)")
-    _require(cfg.device.name in ("auto", "cpu", "cuda", "mps"), "device.name", cfg.device.name,
-             "must be one of auto, cpu, cuda, mps")
     _require(cfg.device.index is None or cfg.device.index >= 0, "device.index", cfg.device.index,
              "must be >= 0 (or null)")

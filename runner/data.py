@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from runner.config import CLASSIFICATION_DATASETS, UserError
+from runner.config import CLASSIFICATION_DATASETS, Task, UserError
 
 MAX_CSV_BYTES = 1 << 30  # refuse absurd files before reading them into memory
 
@@ -36,7 +36,7 @@ class Dataset:
 
 
 def is_classification(d: Any) -> bool:
-    return d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == "classification")
+    return d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == Task.classification)
 
 
 def build(cfg: Any, seed: int) -> Dataset:
@@ -65,7 +65,7 @@ def _arrays(cfg: Any, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     if d.name == "csv":
         X, y = load_csv(d.path, d.target, d.delimiter, d.header)
-        if d.task == "classification":
+        if d.task == Task.classification:
             labels = _labels(d.path, y)
             return _split(X, labels, d.test_fraction, rng, int(labels.max()) + 1)
         return _split(X, y, d.test_fraction, rng, 0)

@@ -3,25 +3,23 @@ from typing import Optional
 
 import torch
 
-from runner.config import UserError
+from runner.config import Device, UserError
 
 
-def resolve(name: str, index: Optional[int] = None, job_num: Optional[int] = None,
+def resolve(name: Device, index: Optional[int] = None, job_num: Optional[int] = None,
             dtype: str = "float32") -> torch.device:
     """`auto` takes cuda, then mps, then cpu. In a sweep, cuda jobs without an index spread
     one per GPU (job number modulo the visible GPUs). Checked before a run exists."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if _has_mps() else "cpu"
-    if name == "cpu":
+    if name == Device.auto:
+        name = Device.cuda if torch.cuda.is_available() else Device.mps if _has_mps() else Device.cpu
+    if name == Device.cpu:
         return torch.device("cpu")
-    if name == "mps":
+    if name == Device.mps:
         if not _has_mps():
             raise UserError("device.name='mps': no Apple MPS device here; use device=cpu or device=auto")
         if dtype == "float64":
             raise UserError("dtype=float64: Apple's MPS has no float64; use dtype=float32 or device=cpu")
         return torch.device("mps")
-    if name != "cuda":
-        raise UserError(f"device.name={name!r}: must be one of auto, cpu, cuda, mps")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise UserError("device.name='cuda': no CUDA GPU is visible here; use device=cpu or device=auto")

@@ -124,14 +124,14 @@ def train_loop(p: Params, X: np.ndarray, y: np.ndarray, loss: str, lr: float, ep
         if on_record:
             on_record(epoch, value, p)
 
-    np.seterr(over="ignore", invalid="ignore")  # a blow-up is reported once, as Diverged
-    record(0)
     size = min(batch_size or len(X), len(X))
-    for epoch in range(1, epochs + 1):
-        for i in range(0, len(X), size):
-            grads = gradients(p, X[i:i + size], y[i:i + size], loss, activation)
-            for k in p:
-                p[k] -= lr * grads[k]
-        if epoch % log_every == 0 or epoch == epochs:
-            record(epoch)
+    with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported once, as Diverged
+        record(0)
+        for epoch in range(1, epochs + 1):
+            for i in range(0, len(X), size):
+                grads = gradients(p, X[i:i + size], y[i:i + size], loss, activation)
+                for k in p:
+                    p[k] -= lr * grads[k]
+            if epoch % log_every == 0 or epoch == epochs:
+                record(epoch)
     return curve

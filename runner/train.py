@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from runner import data
 from runner.tracking import record, store, sweep
-from runner.config import Diverged, UserError, check
+from runner.config import Diverged, Engine, UserError, check
 
 
 @dataclass
@@ -90,7 +90,7 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
             (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
             (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(list(job.overrides)))
             mlrun.log_artifacts(tmp)
-        if cfg.engine == "numpy":
+        if cfg.engine == Engine.numpy:
             trace = numpy_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags)
         else:
             trace = torch_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, device, job.quiet)
@@ -137,7 +137,7 @@ def validate(cfg: Any, job: Job):
     if job.tracker is not None and not _device_may_refuse(cfg):
         job.tracker.prepare(uri, cfg.experiment_name)
     device = None
-    if cfg.engine != "numpy":
+    if cfg.engine != Engine.numpy:
         from runner import devices  # torch
 
         device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num, dtype=cfg.dtype.value)
@@ -147,7 +147,7 @@ def validate(cfg: Any, job: Job):
 def _device_may_refuse(cfg: Any) -> bool:
     """False where devices.resolve always succeeds: the numpy engine, the CPU, or `auto` except
     on a Mac with float64 (auto picks MPS there, which has no float64)."""
-    if cfg.engine == "numpy" or cfg.device.name == "cpu":
+    if cfg.engine == Engine.numpy or cfg.device.name == "cpu":
         return False
     return cfg.device.name != "auto" or (cfg.dtype.value == "float64" and sys.platform == "darwin")
 
@@ -383,7 +383,7 @@ def _artifacts(mlrun: "record.Run", trace: Trace, dataset: data.Dataset, cfg: An
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if cfg.engine == "numpy":
+        if cfg.engine == Engine.numpy:
             np.savez(tmp / "model.npz", **trace.state)
         else:
             import torch
@@ -410,7 +410,7 @@ def _tags(cfg: Any, digest: str, job: Job) -> dict:
             "runner.config_hash": digest, "runner.overrides": " ".join(job.overrides),
             "runner.hydra_version": hydra.__version__, "runner.python_version": platform.python_version(),
             "runner.numpy_version": np.__version__, "mlflow.source.name": "runner"}
-    if cfg.engine == "torch":
+    if cfg.engine == Engine.torch:
         import torch
 
         tags["runner.torch_version"] = torch.__version__

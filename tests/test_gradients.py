@@ -10,7 +10,7 @@ from runner import models
 @pytest.mark.parametrize("shape", [(7, 1, 1), (20, 3, 1), (5, 4, 2)])
 def test_line_gradients_match_autograd(loss, bias, shape):
     n, k, m = shape
-    g = torch.Generator().manual_seed(hash((loss, bias, shape)) % 2**31)
+    g = torch.Generator().manual_seed(0)  # fixed: the same numbers in every process
     X = torch.randn(n, k, generator=g, dtype=torch.float64)
     y = torch.randn(n, m, generator=g, dtype=torch.float64)
     w = torch.randn(k, m, generator=g, dtype=torch.float64)

@@ -13,17 +13,6 @@ def history(uri, run_id, key):
                                                key=lambda m: m.step)]
 
 
-def test_classic_autograd_example():
-    """y = a²x + bx + c at a=1, b=2, c=3, x=1: dy/da = 2ax = 2, dy/db = x = 1, dy/dc = 1."""
-    a, b, c = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (1.0, 2.0, 3.0))
-    x = 1.0
-    y = a ** 2 * x + b * x + c
-    y.backward()
-    assert (a.grad.item(), b.grad.item(), c.grad.item()) == (2.0, 1.0, 1.0)
-    hand = (2 * a.item() * x, x, 1.0)  # the derivative written by hand
-    assert hand == (a.grad.item(), b.grad.item(), c.grad.item())
-
-
 @pytest.mark.parametrize("model,loss,extra", [
     ("line", "mse", []), ("line", "half_mse", ["dataset.n_samples=30"]), ("linear", "sse", []),
     ("mlp", "mse", ["model.hidden=8"]), ("mlp", "cross_entropy", ["dataset=digits", "model.hidden=8"]),

@@ -37,10 +37,12 @@ def test_random_csv_text_is_parsed_or_refused_with_one_line(rows, sep, header, j
 
 
 KEYS = ["lr", "epochs", "log_every", "seed", "loss", "dtype", "optim.batch_size", "dataset.noise",
-        "dataset.n_samples", "model.std", "device.index", "experiment_name"]
+        "dataset.n_samples", "model.std", "device.index", "experiment_name", "engine", "device.name",
+        "model.init"]
 VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats().map(repr),
                    st.sampled_from(["abc", "null", "true", "[]", "[1,2]", "{}", "1e-3", "-0.0", "'x'",
-                                    "nan", "-inf", "1_000", " ", "mse", "float64"]),
+                                    "nan", "-inf", "1_000", " ", "mse", "float64", "numpy", "cuda",
+                                    "normal"]),
                    st.text(alphabet=st.characters(codec="ascii", exclude_characters="\n\r\0"),
                            max_size=8))
 

@@ -4,11 +4,12 @@ started (uvicorn, the job runner and its consumers) are stopped, each by its own
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import alive, all_runs, cli, client_for, descendants, free_port, stop, wait_healthy
+from conftest import all_runs, cli, client_for, free_port, stop, wait_healthy
+
+pytestmark = pytest.mark.slow  # a real server process: ~25 s to start
 
 
 @pytest.fixture(scope="session")
@@ -53,20 +54,3 @@ def test_a_sweep_logs_to_the_mlflow_server(mlflow_server, tmp_path):
     assert parent.data.tags["runner.best_run_id"] == best.info.run_id
     assert parent.data.metrics["best_final_loss"] == best.data.metrics["final_loss"]
     assert "sweep_loss_curves.png" in [a.path for a in client.list_artifacts(parent.info.run_id)]
-
-
-def test_the_server_fixture_stops_a_process_tree_by_pid(tmp_path):
-    """The teardown's own logic, on a small tree: a parent with a child and a grandchild."""
-    script = ("import subprocess, sys, time\n"
-              "subprocess.Popen([sys.executable, '-c', "
-              "'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", "
-              "\"import time; time.sleep(60)\"]); time.sleep(60)'])\n"
-              "time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
-    deadline = time.monotonic() + 30
-    while len(descendants(proc.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    tree = [proc.pid, *descendants(proc.pid)]
-    assert len(tree) == 3
-    assert stop(proc, grace=10) == []
-    assert not any(alive(p) for p in tree)

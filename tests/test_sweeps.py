@@ -85,6 +85,7 @@ def test_compare_without_a_store_or_a_sweep_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # reading never creates a store
 
 
+@pytest.mark.slow
 def test_joblib_four_parallel_jobs_on_a_fresh_store_keep_every_run_and_point(tmp_path):
     epochs, log_every = 20, 2
     assert not (tmp_path / "mlflow.db").exists()
@@ -107,6 +108,7 @@ def test_joblib_four_parallel_jobs_on_a_fresh_store_keep_every_run_and_point(tmp
     assert total == 4 * 3 * points
 
 
+@pytest.mark.slow
 def test_submitit_local_jobs_find_the_parent_through_the_sweep_dir(tmp_path):
     proc = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=3",
                "lr=1e-3,1e-2", *TINY, cwd=tmp_path)
@@ -124,6 +126,7 @@ def test_submitit_local_jobs_find_the_parent_through_the_sweep_dir(tmp_path):
     assert parent.data.tags["runner.best_run_id"] == best.info.run_id
 
 
+@pytest.mark.slow
 def test_optuna_search_goes_on_after_a_diverged_trial(tmp_path):
     # lr 1e6 diverges with gd (a FAILED trial) but not with adam; the optimizer is a config group
     proc = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import ROOT, all_runs, cli, client_for, make_cfg
+from conftest import ROOT, all_runs, cli, cli_in_process, client_for, make_cfg
 from runner import train
 
 
@@ -76,11 +76,11 @@ def test_store_resolution_order(tmp_path, monkeypatch):
     assert resolve_uri("http://127.0.0.1:5000", str(tmp_path)) == "http://127.0.0.1:5000"
 
 
-def test_env_store_is_used_when_no_override(tmp_path):
+def test_env_store_is_used_when_no_override(tmp_path, monkeypatch, capsys):
     other = tmp_path / "elsewhere"
     other.mkdir()
-    out = cli("experiment=gd_vs_sgd", "epochs=2", cwd=tmp_path,
-              env={"MLFLOW_TRACKING_URI": f"sqlite:///{other / 'env.db'}"})
+    out = cli_in_process("experiment=gd_vs_sgd", "epochs=2", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys,
+                         env={"MLFLOW_TRACKING_URI": f"sqlite:///{other / 'env.db'}"})
     assert out.returncode == 0, out.stderr
     assert (other / "env.db").exists() and not (tmp_path / "mlflow.db").exists()
     assert [r.info.status for r in all_runs(f"sqlite:///{other / 'env.db'}")] == ["FINISHED"]

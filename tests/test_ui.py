@@ -15,8 +15,9 @@ from conftest import ROOT, cli, client_for, free_port, stop, wait_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-output" / "ui"
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt-get install chromium "
-                                "(.ci/run does) to run the browser tests")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt-get install chromium "
+                                 "(.ci/run does) to run the browser tests")]
 
 
 @pytest.fixture(scope="module")

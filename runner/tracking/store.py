@@ -92,16 +92,21 @@ def sqlite_path(uri: str) -> Optional[Path]:
 
 _CLIENTS: Dict[str, Any] = {}
 
+# We already checked that the server answers. Once a run is under way, a server restart (~30 s
+# with PostgreSQL) must not fail it: 6 retries back off 0+4+8+16+32+64 s, ~2 min, and the points
+# wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep). MLflow 3.17.2 takes
+# these from the environment only: rest_utils.http_request reads them on every request (the
+# client and RestStore have no argument for them), so the CLI sets them, where the user has not,
+# for the time of its run (__main__.main) and restores them after; the jobs a launcher starts
+# meanwhile (joblib's workers, submitit's processes, sbatch, which exports the environment)
+# inherit them.
+HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
 
 def connect(uri: str, experiment_name: str):
     """(client, experiment_id) on a store `check_uri` accepted. Creating a fresh sqlite store
     from several processes at once corrupts it, so the schema and the experiment are created
     under a file lock."""
-    # We already checked that the server answers. Once a run is under way, a server restart
-    # (~30 s with PostgreSQL) must not fail it: 6 retries back off 0+4+8+16+32+64 s, ~2 min,
-    # and the points wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "6")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from filelock import FileLock
 
     client = get_client(uri)
