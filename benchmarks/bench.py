@@ -1,8 +1,9 @@
-"""The runner's performance targets (P1-P7, and cuda against cpu where a GPU is present), measured.
+"""The runner's performance targets (P1-P7, P2' and K9, and cuda against cpu where a GPU is present), measured.
 
     .venv/bin/python benchmarks/bench.py              # everything; writes BENCHMARKS.md (or: make bench)
     .venv/bin/python benchmarks/bench.py --only P1,P3 # some targets; writes nothing unless --out
     .venv/bin/python benchmarks/bench.py --only P7    # the MNIST network's epoch alone (~1 minute)
+    .venv/bin/python benchmarks/bench.py --only "P2',K9"  # the tracking process (~6 minutes)
 
 Each comparison runs its arms interleaved (A, B, A, B, ...) and compares medians, so drift in
 the machine's load hits both arms alike. Whole processes run with a temporary folder as cwd and
@@ -30,11 +31,12 @@ from bench_common import (BUDGET_S, DEADLINE, PY, REPEATS, ROOT, TARGETS, Bench,
                           make_csv)
 from bench_report import machine, table, write_report
 from bench_sections import gpu, p1, p2, p3, p4, p5, p6, p7
+from bench_tracking import k9, p2_process
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated targets (P1..P7, GPU); default all")
+    ap.add_argument("--only", help="comma-separated targets (P1, P2, \"P2'\", K9, P3..P7, GPU); default all")
     ap.add_argument("--repeats", type=int, default=REPEATS, help="whole-process runs per arm (default 3)")
     ap.add_argument("--budget", type=float, default=BUDGET_S,
                     help=f"seconds after which comparisons stop at 2 rounds (default {BUDGET_S})")
@@ -62,7 +64,8 @@ def main() -> None:
         # warm the page cache for everything the runs import, so the first timed run is not special
         subprocess.run([PY, "-c", "import torch, mlflow, hydra, matplotlib.pyplot, runner.train"],
                        cwd=b.tmp, env=child_env(), capture_output=True)
-        sections = {"P1": lambda: p1(b), "P2": lambda: p2(b, data), "P3": lambda: p3(b, data),
+        sections = {"P1": lambda: p1(b), "P2": lambda: p2(b, data), "P2'": lambda: p2_process(b, data),
+                    "K9": lambda: k9(b), "P3": lambda: p3(b, data),
                     "P4": lambda: p4(b), "P5": lambda: p5(b), "P6": lambda: p6(b, data),
                     "P7": lambda: p7(b, data),
                     "GPU": lambda: gpu(b, data)}

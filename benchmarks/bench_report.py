@@ -59,6 +59,16 @@ DEFINITIONS = f"""\
   reads it. The gated figure puts both on a **fresh** store in a fresh temporary folder (both pay for
   creating the store's tables, as a first run in a folder does); the informative row puts both on an
   existing store (created beforehand, untimed). Figure = median(runner) / median(floor).
+- **P2'**: the same command on a fresh store, the CLI as it is (a tracking process imports mlflow
+  and opens the store while the trainer imports torch) against the same floor, gated at 0.8x: faster
+  than importing the two libraries one after the other. Interleaved with it, the CLI recording
+  in-process (`RUNNER_TRACKING_PROCESS=0`, the code before the tracking process), informative. Then
+  both CLIs pinned to one core (`taskset -c 0`, where nothing can overlap), gated at 1.05x.
+- **K9**: `experiment=mlp_adam epochs=200000 log_every=100` on one store, 20 times: once the run
+  exists, the trainer is killed with SIGKILL after a random 0-4 s (seeded); gated: every run ends
+  KILLED with `runner.failure=process_died` within 5 s of the kill (the store polled every 50 ms),
+  with as many points stored as its tracking process received (`runner.points_received`) and the
+  loss steps without a gap.
 - **P3**: csv_linreg with 1000 epochs, `log_every=1` (every metric at every epoch) against
   `log_every=1000` (epochs 0 and 1000 only), everything else equal. The difference lies wholly
   inside `runner.train.run(cfg)`, so it is measured there: in one Python process, after one warm-up
