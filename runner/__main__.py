@@ -27,8 +27,10 @@ FAILED: list = []  # a single run's error, re-raised outside Hydra (which would 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
-    from runner import train  # numpy; torch and mlflow come after the input is checked
-
+    # First, as soon as the config composed (a typo never starts it): the tracking process
+    # imports mlflow and opens the store while this process checks the input and imports torch.
+    tracker = service.tracker()
+    from runner import train  # numpy; torch comes after the input is checked
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
     parent_id, swept_keys = sweeps.read_sweep(hc.sweep.dir) if sweep else (None, [])
@@ -40,7 +42,7 @@ def task(cfg: DictConfig) -> Optional[float]:
     try:
         job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
                         job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep,
-                        tracker=service.tracker())
+                        tracker=tracker)
         result = train.run(cfg, job)
     except KeyboardInterrupt:
         if not submitted:
@@ -165,11 +167,6 @@ def main() -> None:
         gc.set_threshold(*thresholds)
 
 
-# Hydra's flags that print and exit: no run, so no tracking process.
-PRINT_ONLY = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
-              "--shell-completion", "-sc")
-
-
 @contextlib.contextmanager
 def _environment(values: dict, defaults: dict):
     """Set `values`, and `defaults` where the user has not, for the time of the block only."""
@@ -188,10 +185,7 @@ def _environment(values: dict, defaults: dict):
 
 
 def _main() -> None:
-    args = [a.split("=", 1)[0] for a in sys.argv[1:]]
-    if not set(PRINT_ONLY) & set(args):
-        service.tracker()  # first: it imports mlflow while this process composes and imports torch
-    elif {"--help", "-h"} & set(args) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
+    if {"--help", "-h"} & set(sys.argv[1:]) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
         _cache_help_listing()
     try:
         _run()

@@ -93,7 +93,7 @@ def shared_store(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
 
 
-# ---- a real MLflow server process (test_server, test_ui) ----------------------------------------
+# ---- a real MLflow server process (test_ui) ----------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,6 +1,8 @@
-"""MLflow's own UI, as a person sees it: `mlflow ui` on 127.0.0.1 over a store made by real runs
-and sweeps, opened in headless Chromium (Debian's package, driven by Playwright). One store, one
-UI server and one browser for the module. Screenshots go to test-output/ui/."""
+"""A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1, started once for the
+module: a preset run and two sweeps log to it over HTTP through the CLI; then MLflow's own UI,
+which that server serves, as a person sees it in headless Chromium (Debian's package, driven by
+Playwright). Screenshots go to test-output/ui/. At the end the server and every process it
+started are stopped, each by its own PID."""
 import json
 import os
 import re
@@ -11,45 +13,64 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import ROOT, cli, client_for, free_port, stop, wait_healthy
+from conftest import ROOT, all_runs, cli, client_for, free_port, stop, wait_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-output" / "ui"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt-get install chromium "
-                                 "(.ci/run does) to run the browser tests")]
+pytestmark = pytest.mark.slow  # a server process (~15 s to answer) and a browser
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt-get install chromium "
+                             "(.ci/run does) to run the browser tests")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A preset run, a sweep over lr and a sweep over seeds and optimizers, all through the CLI."""
-    root = tmp_path_factory.mktemp("ui")
-    runs = [("experiment=gd_vs_sgd",), ("-m", "lr=1e-3,1e-2", "epochs=20"),
-            ("-m", "seed=0,1", "optim=gd,adam", "lr=0.05", "epochs=20")]
-    out = {}
-    for args in runs:
-        done = cli(*args, cwd=root)
-        assert done.returncode == 0, done.stderr
-        out[args] = done.stdout
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    return {"root": root, "uri": uri, "lr_sweep": out[runs[1]], "seed_sweep": out[runs[2]]}
-
-
-@pytest.fixture(scope="module")
-def ui(store):
-    """http://127.0.0.1:PORT of a real `mlflow ui` over the store."""
-    port, log = free_port(), store["root"] / "ui.log"
+def ui(tmp_path_factory):
+    """http://127.0.0.1:PORT of a real `mlflow server`: the store and its UI."""
+    root = tmp_path_factory.mktemp("server")
+    port, log = free_port(), root / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
-                                 "--workers", "1", "--backend-store-uri", store["uri"]],
-                                stdout=f, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts")],
+            cwd=root, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, proc, log)
         yield base
     finally:
-        assert stop(proc) == []
+        assert stop(proc) == [], "mlflow server processes still alive"
+
+
+@pytest.fixture(scope="module")
+def store(ui, tmp_path_factory):
+    """A preset run, a sweep over lr and a sweep over seeds and optimizers, all through the CLI
+    (launched from an empty folder) to the server."""
+    cwd = tmp_path_factory.mktemp("cli")
+    runs = [("experiment=gd_vs_sgd",), ("-m", "lr=1e-3,1e-2", "epochs=20"),
+            ("-m", "seed=0,1", "optim=gd,adam", "lr=0.05", "epochs=20")]
+    out = {}
+    for args in runs:
+        done = cli(*args, f"tracking.uri={ui}", cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        out[args] = done.stdout
+    return {"cwd": cwd, "uri": ui, "lr_sweep": out[runs[1]], "seed_sweep": out[runs[2]]}
+
+
+def test_a_sweep_logs_to_the_mlflow_server(store):
+    assert not (store["cwd"] / "mlflow.db").exists()  # nothing went to the default store
+    exp_id, parent, children = sweep_parent(store, store["lr_sweep"])
+    runs = [r for r in all_runs(store["uri"]) if r.info.experiment_id == exp_id]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    client = client_for(store["uri"])
+    for run in children:
+        assert [m.step for m in sorted(client.get_metric_history(run.info.run_id, "loss"),
+                                       key=lambda m: m.step)] == list(range(21))
+        assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    best = min(children, key=lambda r: r.data.metrics["final_loss"])
+    assert parent.data.tags["runner.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_final_loss"] == best.data.metrics["final_loss"]
+    assert "sweep_loss_curves.png" in [a.path for a in client.list_artifacts(parent.info.run_id)]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +108,7 @@ def sweep_parent(store, line_source: str):
     return parent.info.experiment_id, parent, kids
 
 
+@needs_chromium
 def test_the_experiment_opens_on_its_runs_and_a_sweep_folds_its_children(store, ui, page):
     exp_id, parent, kids = sweep_parent(store, store["lr_sweep"])
     text = open_page(page, ui, f"#/experiments/{exp_id}/runs?workflowType=machine_learning", "Run Name")
@@ -105,6 +127,7 @@ def test_the_experiment_opens_on_its_runs_and_a_sweep_folds_its_children(store, 
     assert page.get_by_text("model", exact=True).count() == 2
 
 
+@needs_chromium
 def test_the_sweep_link_charts_the_swept_param_against_final_loss(store, ui, page):
     link = re.search(r"charts: (\S+)", store["lr_sweep"]).group(1)
     fragment = link[len(f"{urlsplit(link).scheme}://{urlsplit(link).netloc}/"):]
@@ -114,6 +137,7 @@ def test_the_sweep_link_charts_the_swept_param_against_final_loss(store, ui, pag
     assert "lr=0.001" in text and "lr=0.01" in text
 
 
+@needs_chromium
 def test_the_compare_page_of_a_sweep_plots_the_swept_param(store, ui, page):
     exp_id, parent, kids = sweep_parent(store, store["seed_sweep"])
     ids = json.dumps([k.info.run_id for k in kids]).replace(" ", "")
@@ -126,6 +150,7 @@ def test_the_compare_page_of_a_sweep_plots_the_swept_param(store, ui, page):
     assert "optimal_loss" not in plot and "run_name" not in text
 
 
+@needs_chromium
 def test_a_parent_describes_its_children_ranked_with_their_spread_over_seeds(store, ui, page):
     exp_id, parent, kids = sweep_parent(store, store["seed_sweep"])
     text = open_page(page, ui, f"#/experiments/{exp_id}/runs/{parent.info.run_id}?workflowType=machine_learning",

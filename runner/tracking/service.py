@@ -151,6 +151,13 @@ class Service:
         if self.dead is not None:
             return self.dead
         code = self.proc.wait()
+        try:  # what it said before it died is still in the pipe: the ids of the runs it started
+            while self.inp.poll():
+                kind, *rest = self.inp.recv()
+                if kind == "started":
+                    self.run_ids[rest[0]] = rest[1]
+        except (EOFError, OSError):
+            pass
         self.errors.clear()
         closed = []
         for handle, uri in self.open.items():

@@ -1,0 +1,126 @@
+"""A run's process stopped from outside: Ctrl-C, SIGTERM, kill -9 of the trainer at three moments,
+kill -9 of its tracking process. Every run ends KILLED or FAILED with its points, never RUNNING.
+"""
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import alive, all_runs, client_for, descendants
+
+pytestmark = pytest.mark.slow
+
+
+def start(folder) -> tuple:
+    """(process, its store): a run long enough never to end by itself, logging every epoch (so
+    that the tracking process's first flush, at 1000 points, comes within a second)."""
+    cmd = [sys.executable, "-m", "runner", "model=mlp", "dataset=random_mlp", "dataset.n_samples=256",
+           "optim=adam", "lr=1e-4", "log_every=1", "epochs=1000000"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, folder / "mlflow.db"
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    proc, db = start(tmp_path)
+    yield proc, db
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interruption_ends_killed_with_points_kept(trainer, sig, code):
+    proc, db = trainer
+    # more than 5 points stored (asserted below; how many a first flush holds depends on the load)
+    _wait_for(lambda: _stored_loss(db) > 5, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "KILLED" in err
+    [run] = all_runs(f"sqlite:///{db}")
+    assert run.info.status == "KILLED"
+    steps = [m.step for m in client_for(f"sqlite:///{db}").get_metric_history(run.info.run_id, "loss")]
+    assert len(steps) > 5 and sorted(steps) == list(range(len(steps)))  # nothing lost, no gaps
+
+
+def test_kill_9_of_the_trainer_ends_its_run_killed_with_every_point_it_handed_over(tmp_path):
+    """The tracking process outlives a trainer killed outright (kill -9, the OOM killer, a hard
+    time limit): it stores every point it had received and closes the run KILLED. Three
+    trainers at once, killed at three moments: as soon as their run exists, once points are
+    stored, and at a random moment after that."""
+    folders = [tmp_path / moment for moment in ("start", "points", "random")]
+    for folder in folders:
+        folder.mkdir()
+    trainers = [start(folder) for folder in folders]
+    try:
+        for (proc, db), moment in zip(trainers, ("at start", "after points", "at random")):
+            _wait_for(lambda: _query(db, "select count(*) from runs where status='RUNNING'"), proc)
+            if moment != "at start":
+                _wait_for(lambda: _stored_loss(db) > 0, proc)
+            if moment == "at random":
+                time.sleep(random.uniform(0, 1.5))  # the moment of the kill, not a wait for an event
+            services = descendants(proc.pid)
+            assert services, "no tracking process under the trainer"
+            proc.kill()
+            proc.wait(timeout=30)
+            _wait_for(lambda: not _query(db, "select count(*) from runs where status='RUNNING'"), None)
+            uri = f"sqlite:///{db}"
+            [run] = all_runs(uri)
+            assert (run.info.status, run.data.tags.get("runner.failure")) == ("KILLED", "process_died"), moment
+            client = client_for(uri)
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+            assert sorted(steps) == list(range(len(steps)))  # in order, no gaps
+            stored = sum(len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics)
+            assert stored == int(run.data.tags["runner.points_received"])  # everything it was given
+            _wait_for(lambda: not any(alive(p) for p in services), None)  # and then it is gone
+    finally:
+        for proc, _ in trainers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def test_a_killed_tracking_process_fails_the_run_with_one_line(trainer):
+    """The other way round: the tracking process dies (kill -9, out of memory). The trainer
+    stops at its next hand-over with one line, exit 1, and marks the run FAILED itself."""
+    proc, db = trainer
+    _wait_for(lambda: _query(db, "select count(*) from runs where status='RUNNING'"), proc)
+    [service] = descendants(proc.pid)
+    os.kill(service, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "tracking process ended unexpectedly" in lines[0] and "marked FAILED" in lines[0]
+    [run] = all_runs(f"sqlite:///{db}")
+    assert (run.info.status, run.data.tags.get("runner.failure")) == ("FAILED", "tracking_process_died")
+
+
+def _wait_for(event, proc, limit=180.0) -> None:
+    """Poll until `event()` holds (a bound, not a timing assertion: CI may be slow)."""
+    deadline = time.monotonic() + limit
+    while not event():
+        assert proc is None or proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.2)
+
+
+def _query(db, sql) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as con:  # a read-only look
+            return con.execute(sql).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _stored_loss(db) -> int:
+    return _query(db, "select count(*) from runs join metrics using (run_uuid) "
+                      "where status='RUNNING' and key='loss'")
