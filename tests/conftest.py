@@ -145,7 +145,9 @@ def stop(proc: subprocess.Popen, grace: float = 20.0) -> List[int]:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # SIGKILLed children are reaped by init: poll, don't guess
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
     return [p for p in pids if alive(p)]
 
 

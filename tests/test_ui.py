@@ -39,7 +39,7 @@ def ui(tmp_path_factory):
         wait_healthy(base, proc, log)
         yield base
     finally:
-        assert stop(proc) == [], "mlflow server processes still alive"
+        assert stop(proc, grace=5) == [], "mlflow server processes still alive"  # SIGKILL after 5 s
 
 
 @pytest.fixture(scope="module")
