@@ -1,11 +1,17 @@
 """CLI: `python -m runner [-m] [group=option ...] [key=value ...]`. A thin shell around
 train.run(cfg): Hydra composes, we check, train, print one summary line, and map errors to
 one line on stderr with exit code 2 (bad input), 1 (a failed run), 130/143 (interrupted)."""
+import sys
+
+if __name__ == "__main__":  # the CLI: its tracking process starts before Hydra is even imported
+    from runner.tracking import service
+
+    service.start_early(sys.argv[1:])
+
 import contextlib
 import gc
 import os
 import signal
-import sys
 import traceback
 import warnings
 from typing import Optional
@@ -27,8 +33,8 @@ FAILED: list = []  # a single run's error, re-raised outside Hydra (which would 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
-    # First, as soon as the config composed (a typo never starts it): the tracking process
-    # imports mlflow and opens the store while this process checks the input and imports torch.
+    # The tracking process (started by the CLI before Hydra, else now) imports mlflow and opens
+    # the store while this process checks the input and imports torch.
     tracker = service.tracker()
     from runner import train  # numpy; torch comes after the input is checked
     hc = HydraConfig.get()

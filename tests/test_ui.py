@@ -95,7 +95,9 @@ def open_page(page, ui: str, fragment: str, wait_for: str) -> str:
     close = page.locator("button[aria-label='Close']")
     if close.count():
         close.first.click()
-    page.wait_for_timeout(1500)  # charts draw after the data arrives
+    # Plotly animates its drawing after the data came (the text above): for the screenshots and the
+    # plot's text. No event marks its end, and the UI polls the server, so the network never idles.
+    page.wait_for_timeout(1500)
     return page.inner_text("body")
 
 
