@@ -13,6 +13,7 @@ shared server: a pipe per trainer needs no port and dies with it, which is what 
 Trainer side: `Service` (has record.Tracker's methods) and `RemoteRun` (has record.Run's).
 Process side: `serve()`, run as `python -m runner.tracking.service IN_FD OUT_FD SPOOL`.
 """
+import gc
 import itertools
 import os
 import shutil
@@ -389,6 +390,9 @@ def main(argv: List[str]) -> None:
     # make test-cluster). SIGKILL still works; then the trainer marks its runs FAILED.
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # mlflow builds ~10^5 long-lived objects on import; at the default thresholds the collector
+    # walks them again and again meanwhile (the CLI's main() does the same for torch's: make bench P2)
+    gc.set_threshold(100_000, 50, 1000)
     inp, out = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
     serve(inp, out, Path(argv[2]))
     # Every run is closed and its records committed: skip tearing down mlflow's modules (~0.2 s,
