@@ -21,12 +21,13 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def run_runner(cfg, workdir: Path):
-    """(wall seconds of train.run, its Result): tracked to the child's store, no progress bar."""
+def run_runner(cfg, workdir: Path, tracker=None):
+    """(wall seconds of train.run, its Result): tracked to the child's store, no progress bar;
+    through `tracker` (a tracking process) or in-process."""
     from runner import train
 
     start = time.perf_counter()
-    result = train.run(cfg, train.Job(launch_dir=str(workdir), quiet=True))
+    result = train.run(cfg, train.Job(launch_dir=str(workdir), quiet=True, tracker=tracker))
     return time.perf_counter() - start, result
 
 
@@ -34,13 +35,16 @@ def child_p3(args) -> dict:
     store = f"tracking.uri=sqlite:///{args.dir}/mlflow.db"
     base = ["experiment=csv_linreg", f"dataset.path={args.csv}", "device=cpu", "epochs=1000", store]
     cfgs = {"every": compose(*base, "log_every=1"), "once": compose(*base, "log_every=1000")}
+    from runner.tracking import service
+
+    tracker = service.get()  # as `python -m runner` records: through its tracking process
     for cfg in cfgs.values():
-        run_runner(cfg, args.dir)  # warm-up: imports, the store, the experiment
+        run_runner(cfg, args.dir, tracker)  # warm-up: imports, the store, the experiment
     gc.set_threshold(100_000, 50, 1000)  # as `python -m runner` runs (runner/__main__.py, main)
     out: Dict[str, List[float]] = {}
     for _ in range(max(7, 2 * args.repeats + 1)):
         for name, cfg in cfgs.items():
-            wall, result = run_runner(cfg, args.dir)
+            wall, result = run_runner(cfg, args.dir, tracker)
             out.setdefault(name, []).append(wall)
             out.setdefault(f"{name}_train", []).append(result.train_seconds)
     return out

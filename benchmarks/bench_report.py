@@ -71,7 +71,8 @@ DEFINITIONS = f"""\
   loss steps without a gap.
 - **P3**: csv_linreg with 1000 epochs, `log_every=1` (every metric at every epoch) against
   `log_every=1000` (epochs 0 and 1000 only), everything else equal. The difference lies wholly
-  inside `runner.train.run(cfg)`, so it is measured there: in one Python process, after one warm-up
+  inside `runner.train.run(cfg)` (recording through a tracking process, as the CLI does; it waits
+  at the end until every point is stored), so it is measured there: in one Python process, after one warm-up
   run of each arm, at least 7 interleaved pairs timed with perf_counter. The gated figure is that
   difference over the wall time of the whole command with `log_every=1000` (`python -m runner ...`
   on an existing store, interleaved with `log_every=1`, 3 each): (median in-process[1] - median
