@@ -80,6 +80,16 @@ class SweepCallback(Callback):
         ACTIVE_PARENT[:] = [self.parent]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exception into a warning and exits 0: close the parent FAILED
+        # and count it as a failure of the sweep instead (one line, exit 1, from __main__).
+        try:
+            self._summarise(config)
+        except Exception as e:  # noqa: BLE001
+            if ACTIVE_PARENT:
+                ACTIVE_PARENT.pop().end(e)
+            SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {str(e).splitlines()[0][:300]}")
+
+    def _summarise(self, config: DictConfig) -> None:
         results = job_results(self.sweep_dir)
         done = [r for r in results if r["status"] in ("FINISHED", "SKIPPED")]
         failed = [r for r in results if r not in done]

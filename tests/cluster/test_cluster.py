@@ -216,7 +216,7 @@ def test_two_optuna_sweepers_share_one_study_in_postgresql(cluster, tmp_path):
     for proc in procs:
         rc, out, err = finish(proc)
         assert rc == 0, err
-        assert f"sweep: {trials // processes} of {trials // processes} jobs ok" in out
+        assert f"sweep: {trials // processes} of {trials // processes} jobs ok" in out, (out[-300:], err[-3000:])
     study = optuna.load_study(study_name="shared", storage=storage)
     assert sorted(t.number for t in study.trials) == list(range(trials))  # one study: n in all, not 2n
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
