@@ -108,18 +108,13 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
                   trace.extra)
 
 
-# On the command line but not what a run is about: left out of its name.
-UNNAMED = ("experiment", "tracking.uri", "hydra/launcher", "hydra/sweeper", "hparams_search", "resume",
-           "debug", "run_name", "experiment_name")
-
-
 def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
              varying: Optional[Dict[str, str]] = None) -> str:
     """A name a person reads: a sweep's job by what varies in its sweep (`lr=1e-06`); a single
     run by its preset and overrides (`mlp_adam lr=0.1`), else by its model and optimizer."""
     if varying:
         return ",".join(f"{k}={v}" for k, v in varying.items())
-    rest = ",".join(o for o in overrides if sweep.override_key(o) not in UNNAMED)
+    rest = ",".join(sweep.named(overrides))
     head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
     return " ".join(part for part in (head, rest) if part)[:250]
 

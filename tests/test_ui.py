@@ -60,6 +60,7 @@ def store(ui, tmp_path_factory):
 def test_a_sweep_logs_to_the_mlflow_server(store):
     assert not (store["cwd"] / "mlflow.db").exists()  # nothing went to the default store
     exp_id, parent, children = sweep_parent(store, store["lr_sweep"])
+    assert parent.info.run_name == "sweep lr=1e-3,1e-2 epochs=20"  # where it was stored is no part of it
     runs = [r for r in all_runs(store["uri"]) if r.info.experiment_id == exp_id]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
     client = client_for(store["uri"])

@@ -29,16 +29,26 @@ class Tracker:
     """Tracking in this process: what `train.run(cfg)` uses when called from Python, and what
     the tracking process (service.py) runs for the CLI. service.Service has the same methods."""
 
+    def __init__(self) -> None:
+        self._experiments: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+
+    def connect(self, uri: str, experiment_name: str) -> Tuple[Any, str]:
+        """store.connect once per store and experiment: prepare, then every run of a sweep."""
+        key = (uri, experiment_name)
+        if key not in self._experiments:
+            self._experiments[key] = store.connect(uri, experiment_name)
+        return self._experiments[key]
+
     def prepare(self, uri: str, experiment_name: str) -> None:
-        store.connect(uri, experiment_name)  # the store and the experiment, created if new
+        self.connect(uri, experiment_name)  # the store and the experiment, created if new
 
     def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, str]) -> "Run":
-        client, experiment_id = store.connect(uri, experiment_name)
+        client, experiment_id = self.connect(uri, experiment_name)
         return Run(client, uri, experiment_id, name, tags)
 
     def find_finished(self, uri: str, experiment_name: str, digest: str) -> Optional[Tuple[str, str, float]]:
         """(run id, name, final_loss) of a FINISHED run with this config hash, for resume."""
-        client, experiment_id = store.connect(uri, experiment_name)
+        client, experiment_id = self.connect(uri, experiment_name)
         run = find_finished(client, experiment_id, digest)
         return None if run is None else (run.info.run_id, run.info.run_name,
                                          run.data.metrics.get("final_loss", math.nan))
@@ -149,16 +159,10 @@ class Run:
         `mlflow.pytorch.load_model("runs:/RUN_ID/model")` loads it), saved as a pickle:
         MLflow's default pt2 export imports torch._dynamo and traces the module, 1.7 s a run
         here against 0.1 s. model.pt beside it is the weights-only state_dict. Returns its id."""
-        import torch
-
-        path = Path(tempfile.mkdtemp()) / "model.pth"
-        try:
-            with torch.no_grad():
-                output = module(torch.from_numpy(example)).numpy()
-            torch.save(module, path)
-            return self.log_model_file(str(path), example, output, step, str(torch.__version__))
-        finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pth"
+            output, torch_version = save_module(module, example, path)
+            return self.log_model_file(str(path), example, output, step, torch_version)
 
     def log_model_file(self, path: str, example, output, step: int, torch_version: str) -> str:
         """log_model of a module that torch.save wrote to `path`, without importing torch: the
@@ -217,6 +221,17 @@ class Run:
                 self.set_tags(tags)
             self.client.set_terminated(self.id, status)
         return self.id, self.name, status
+
+
+def save_module(module, example, path: Path) -> Tuple[Any, str]:
+    """torch.save the whole module to `path`: what log_model_file takes, with the module's output
+    on `example` (for the signature) and torch's version."""
+    import torch
+
+    with torch.no_grad():
+        output = module(torch.from_numpy(example)).numpy()
+    torch.save(module, path)
+    return output, str(torch.__version__)
 
 
 def status_of(error: Optional[BaseException]):

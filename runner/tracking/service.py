@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from runner.errors import UserError
-from runner.tracking import store
+from runner.tracking import record, store
 
-SERVICE_CMD = os.environ.get("RUNNER_SERVICE_CMD", "-m runner.tracking.service").split()
 HANDOVER_SECONDS, HANDOVER_POINTS = 0.2, 1000  # the trainer's points wait at most this long
 PIPE_BYTES = 1 << 20  # Linux's largest pipe for an unprivileged process: ~25k points in flight
 
@@ -50,7 +49,7 @@ class Service:
         # Its own session: Ctrl-C in a terminal reaches the trainer only, which then closes
         # the run as KILLED through this process (it also ignores SIGINT and SIGTERM itself).
         self.proc = subprocess.Popen(
-            [sys.executable, *SERVICE_CMD, str(to_service), str(from_service),
+            [sys.executable, "-m", "runner.tracking.service", str(to_service), str(from_service),
              str(self.spool)], pass_fds=(to_service, from_service), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
         os.close(to_service)
@@ -130,12 +129,15 @@ class Service:
             message = self.inp.recv()
         except (EOFError, OSError):
             raise self._died() from None
+        self._note(message)
+        return message
+
+    def _note(self, message: tuple) -> None:
         kind, *rest = message
         if kind == "started":
             self.run_ids[rest[0]] = rest[1]
         elif kind in ("error", "failed"):
             self.errors.setdefault(rest[0], (rest[1], rest[2]))  # (handle, user error?, message)
-        return message
 
     def spooled(self, name: str) -> Path:
         """A fresh path in the spool folder; the service deletes what it was given."""
@@ -158,18 +160,14 @@ class Service:
         shutil.rmtree(self.spool, ignore_errors=True)  # its to clear, had it lived
         try:  # what it said before it died is still in the pipe: the ids of the runs it started
             while self.inp.poll():
-                kind, *rest = self.inp.recv()
-                if kind == "started":
-                    self.run_ids[rest[0]] = rest[1]
+                self._note(self.inp.recv())
         except (EOFError, OSError):
             pass
         self.errors.clear()
         closed = []
         for handle, uri in self.open.items():
             if handle in self.run_ids:
-                try:
-                    from runner.tracking import record  # mlflow, in this process, only now
-
+                try:  # mlflow, in this process, only now
                     record.Tracker().fail(uri, self.run_ids[handle], "tracking_process_died")
                     closed.append(self.run_ids[handle])
                 except Exception:  # noqa: BLE001  the store itself may be what failed
@@ -224,11 +222,14 @@ class RemoteRun:
             self.flush()
 
     def flush(self) -> None:
+        self._hand_over()
+        self.service.raise_error(self.handle)  # a store that refused us: stop now, not at the end
+
+    def _hand_over(self) -> None:
         if self._points:
             self._send("log_points", self._points)
             self._points = []
         self._handed = time.monotonic()
-        self.service.raise_error(self.handle)  # a store that refused us: stop now, not at the end
 
     def log_artifacts(self, local_dir: str) -> None:
         copy = self.service.spooled("artifacts")
@@ -243,31 +244,19 @@ class RemoteRun:
         self._send("log_dataset_file", name, source, str(path), context, remove=path.parent)
 
     def log_model(self, module, example, step: int) -> None:
-        import torch
-
         path = self.service.spooled("model.pth")
-        with torch.no_grad():
-            output = module(torch.from_numpy(example)).numpy()  # for the signature
-        torch.save(module, path)
-        self._send("log_model_file", str(path), example, output, step, str(torch.__version__),
-                   remove=path.parent)
+        output, torch_version = record.save_module(module, example, path)
+        self._send("log_model_file", str(path), example, output, step, torch_version, remove=path.parent)
 
     def end(self, error: Optional[BaseException] = None) -> str:
-        from runner.tracking.record import status_of
-
-        status, tags = status_of(error)
-        self.flush() if error is None else self._hand_over_quietly()
+        status, tags = record.status_of(error)
+        # on the way out with an error, hand the points over without raising another
+        self.flush() if error is None else self._hand_over()
         closed = self.service.ask(self.handle, "close", status, tags)
         self.service.open.pop(self.handle, None)
         if closed:
             self._id, self.name, status = closed
         return status
-
-    def _hand_over_quietly(self) -> None:
-        """On the way out with an error: hand the points over without raising another."""
-        if self._points:
-            self._send("log_points", self._points)
-            self._points = []
 
 
 _SERVICE: Optional[Service] = None
@@ -277,9 +266,7 @@ def tracker():
     """What the CLI tracks through: this process's tracking process, or, with
     RUNNER_TRACKING_PROCESS=0 (a debugger, `make bench`'s comparison), tracking in-process."""
     if os.environ.get("RUNNER_TRACKING_PROCESS", "1") == "0":
-        from runner.tracking.record import Tracker
-
-        return Tracker()
+        return record.Tracker()
     return get()
 
 
@@ -324,8 +311,6 @@ def _widen(fd: int) -> None:
 # ---- process side ---------------------------------------------------------------------------
 def serve(inp: Connection, out: Connection, spool: Path) -> None:
     import mlflow  # noqa: F401  now, while the trainer imports torch: the point of this process
-
-    from runner.tracking import record
 
     tracker, runs, broken = record.Tracker(), {}, set()
     while True:

@@ -96,10 +96,10 @@ _CLIENTS: Dict[str, Any] = {}
 # with PostgreSQL) must not fail it: 6 retries back off 0+4+8+16+32+64 s, ~2 min, and the points
 # wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep). MLflow 3.17.2 takes
 # these from the environment only: rest_utils.http_request reads them on every request (the
-# client and RestStore have no argument for them), so the CLI sets them, where the user has not,
-# for the time of its run (__main__.main) and restores them after; the jobs a launcher starts
-# meanwhile (joblib's workers, submitit's processes, sbatch, which exports the environment)
-# inherit them.
+# client and RestStore have no argument for them). A tracking process gets them in its own
+# environment (service.Service, where the user has not set them); the CLI also sets them for the
+# time of its run (__main__.main), for recording in-process (RUNNER_TRACKING_PROCESS=0) and for
+# the jobs a launcher starts meanwhile (joblib, submitit, sbatch), and restores them after.
 HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 

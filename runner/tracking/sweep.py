@@ -26,6 +26,17 @@ SWEEP_FAILURES: List[str] = []  # set by SweepCallback in the launching process,
 ACTIVE_PARENT: list = []  # the open parent run, so an aborted sweep can close it
 
 
+# On the command line but not what a run is about: left out of run names and the sweep's name
+# (the preset, `experiment`, leads them instead).
+UNNAMED = ("experiment", "tracking.uri", "hydra/launcher", "hydra/sweeper", "hparams_search", "resume",
+           "debug", "run_name", "experiment_name")
+
+
+def named(overrides: List[str]) -> List[str]:
+    """The overrides that say what a run or a sweep is about."""
+    return [o for o in overrides if override_key(o) not in UNNAMED]
+
+
 def override_key(override: str) -> str:
     """`lr=0.1` -> `lr`, `+foo.bar=1` -> `foo.bar`."""
     return override.split("=", 1)[0].lstrip("+~")
@@ -65,7 +76,8 @@ class SweepCallback(Callback):
         self.tracker = service.tracker()  # the jobs of the basic launcher share it
         overrides = list(config.hydra.overrides.task)
         self.space = space = swept(config)
-        name = "sweep " + " ".join(overrides) if overrides else "sweep"
+        preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
+        name = " ".join(["sweep", *([preset] if preset else []), *named(overrides)])
         self.parent = self.tracker.start_run(uri, config.experiment_name, name[:250], {
             "runner.sweep": "true", "runner.sweep_overrides": " ".join(overrides)})
         self.parent.log_params({param_name(k): v for k, v in space.items()})
@@ -85,8 +97,7 @@ class SweepCallback(Callback):
         try:
             self._summarise(config)
         except Exception as e:  # noqa: BLE001
-            if ACTIVE_PARENT:
-                ACTIVE_PARENT.pop().end(e)
+            abort_sweep(e)
             SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {str(e).splitlines()[0][:300]}")
 
     def _summarise(self, config: DictConfig) -> None:
