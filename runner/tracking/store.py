@@ -138,7 +138,14 @@ def _experiment_id(client, name: str, artifact_location: Optional[str]) -> str:
     try:
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+            try:
+                return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+            except MlflowException as e:
+                # Another process created it meanwhile: two sweepers at once on a server (seen in
+                # make test-cluster; a sqlite store is created under a file lock instead).
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = client.get_experiment_by_name(name)
         if exp.lifecycle_stage == "deleted":
             raise UserError(f"experiment_name={name!r}: that experiment is deleted in this store; "
                             "restore it (mlflow experiments restore) or choose another name")

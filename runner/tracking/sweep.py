@@ -70,7 +70,26 @@ def read_sweep(sweep_dir: str) -> Tuple[Optional[str], List[str]]:
 
 
 class SweepCallback(Callback):
+    # Hydra turns a callback's exception into a warning and goes on (exit 0): each callback
+    # catches its own and counts it as a failure of the sweep (one line, exit 1, from __main__).
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SWEEP_FAILURES.clear()
+        self.parent = None
+        try:
+            self._open(config)
+        except Exception as e:  # noqa: BLE001  the jobs still run, without a parent
+            SWEEP_FAILURES.append(f"the sweep's parent run: {_first_line(e)}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is None:
+            return  # no parent to summarise on: on_multirun_start said why
+        try:
+            self._summarise(config)
+        except Exception as e:  # noqa: BLE001
+            abort_sweep(e)
+            SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {_first_line(e)}")
+
+    def _open(self, config: DictConfig) -> None:
         uri = resolve_uri(config.tracking.uri, config.hydra.runtime.cwd)
         check_uri(uri)
         self.tracker = service.tracker()  # the jobs of the basic launcher share it
@@ -88,17 +107,7 @@ class SweepCallback(Callback):
         # The only route to the jobs: every launcher (submitit on other hosts included) shares it.
         (self.sweep_dir / SWEPT_FILE).write_text(json.dumps(sorted(space)))
         (self.sweep_dir / PARENT_FILE).write_text(self.parent.id)  # waits for the store
-        SWEEP_FAILURES.clear()
         ACTIVE_PARENT[:] = [self.parent]
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra turns a callback's exception into a warning and exits 0: close the parent FAILED
-        # and count it as a failure of the sweep instead (one line, exit 1, from __main__).
-        try:
-            self._summarise(config)
-        except Exception as e:  # noqa: BLE001
-            abort_sweep(e)
-            SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {str(e).splitlines()[0][:300]}")
 
     def _summarise(self, config: DictConfig) -> None:
         results = job_results(self.sweep_dir)
@@ -263,6 +272,10 @@ def write_result(job_dir: str, result: Dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(path)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def abort_sweep(error: BaseException) -> None:
