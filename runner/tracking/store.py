@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from runner.errors import UserError
+from runner.tracking import sqlite_file
 
 # MLflow 3's UI opens an experiment on its GenAI overview unless this tag says model training.
 EXPERIMENT_TAGS = {
@@ -52,13 +53,9 @@ def _check_sqlite(uri: str) -> None:
     if path.exists():
         if not path.is_file():
             raise UserError(f"tracking.uri={uri!r}: {str(path)!r} is not a file")
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if head and head != b"SQLite format 3\0":
-            raise UserError(f"tracking.uri={uri!r}: {str(path)!r} is not an SQLite database "
-                            "(corrupt or another kind of file)")
         if not os.access(path, os.W_OK):
             raise UserError(f"tracking.uri={uri!r}: {str(path)!r} is read-only")
+        sqlite_file.check_file(uri, path)
     elif not os.access(path.parent, os.W_OK):
         raise UserError(f"tracking.uri={uri!r}: cannot create a store in read-only {str(path.parent)!r}")
 
@@ -84,10 +81,8 @@ def ui_base(uri: str) -> str:
 
 
 def sqlite_path(uri: str) -> Optional[Path]:
-    rest = uri[len("sqlite://"):]
-    if not rest.startswith("/") or rest in ("/", "/:memory:"):
-        return None
-    return Path(rest[1:] if rest.startswith("//") else rest)
+    """The store's file as SQLAlchemy reads the URI (three slashes: relative to the current folder)."""
+    return sqlite_file.path_of(uri)
 
 
 _CLIENTS: Dict[str, Any] = {}
@@ -105,20 +100,38 @@ HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_TI
 
 def connect(uri: str, experiment_name: str):
     """(client, experiment_id) on a store `check_uri` accepted. Creating a fresh sqlite store
-    from several processes at once corrupts it, so the schema and the experiment are created
-    under a file lock."""
+    from several processes at once corrupts it, and MLflow's client migrates a fresh file when
+    it is built, so the schema, the client and the experiment are all made under a file lock."""
+    path = _sqlite_file(uri)
+    if path is None:
+        client = get_client(uri)
+        return client, _experiment_id(client, experiment_name, None)
+    with _lock(path):
+        client = _new_client(uri, path)
+        return client, _experiment_id(client, experiment_name, (path.parent / "mlartifacts").as_uri())
+
+
+def _sqlite_file(uri: str) -> Optional[Path]:
+    return sqlite_path(uri) if uri.lower().startswith("sqlite") else None
+
+
+def _lock(path: Path):
     from filelock import FileLock
 
-    client = get_client(uri)
-    path = sqlite_path(uri) if uri.startswith("sqlite") else None
-    if path is None:
-        return client, _experiment_id(client, experiment_name, None)
-    with FileLock(str(path) + ".lock", timeout=120):
-        return client, _experiment_id(client, experiment_name, (path.parent / "mlartifacts").as_uri())
+    return FileLock(str(path) + ".lock", timeout=120)
 
 
 def get_client(uri: str):
     """One MlflowClient per store and process: a sweep's jobs share it (~50 ms each)."""
+    path = _sqlite_file(uri)
+    if path is None or uri in _CLIENTS:
+        return _new_client(uri, None)
+    with _lock(path):
+        return _new_client(uri, path)
+
+
+def _new_client(uri: str, path: Optional[Path]):
+    """The cached client; a sqlite store (path, lock held) is made whole first."""
     if uri not in _CLIENTS:
         from mlflow.tracking import MlflowClient
 
@@ -128,6 +141,8 @@ def get_client(uri: str):
         # readers such as `mlflow ui` then need write access to the store's folder.
         for name in ("mlflow", "alembic"):  # their INFO lines would break "one line per run"
             logging.getLogger(name).setLevel(logging.WARNING)
+        if path is not None:
+            sqlite_file.prepare(uri, path)
         _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
 
