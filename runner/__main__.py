@@ -222,7 +222,7 @@ def _run() -> None:
             traceback.print_exc()
         hint = "" if debug or exit_code(e) == 2 or isinstance(e, Diverged) else \
             " (debug=true or RUNNER_DEBUG=1 shows the traceback)"
-        print(f"error: {one_line(e)}{hint}", file=sys.stderr)
+        print(f"error: {store.masked(one_line(e))}{hint}", file=sys.stderr)
         sys.exit(exit_code(e))
     if sweeps.SWEEP_FAILURES:
         print(f"sweep: {len(sweeps.SWEEP_FAILURES)} job(s) failed: " + "; ".join(sweeps.SWEEP_FAILURES),

@@ -87,8 +87,8 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         mlrun.log_params(record.params(resolved))
         mlrun.log_dataset(dataset.name, dataset.source, dataset.X, dataset.y)
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-            (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(list(job.overrides)))
+            (Path(tmp) / "config.yaml").write_text(store.masked(OmegaConf.to_yaml(resolved)))
+            (Path(tmp) / "overrides.yaml").write_text(store.masked(OmegaConf.to_yaml(list(job.overrides))))
             mlrun.log_artifacts(tmp)
         if cfg.engine == Engine.numpy:
             trace = numpy_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags)
@@ -402,7 +402,7 @@ def _tags(cfg: Any, digest: str, job: Job) -> dict:
 
     tags = {"runner.dataset": cfg.dataset.name, "runner.model": cfg.model.name,
             "runner.optim": cfg.optim.name, "runner.device": cfg.device.name, "runner.engine": cfg.engine,
-            "runner.config_hash": digest, "runner.overrides": " ".join(job.overrides),
+            "runner.config_hash": digest, "runner.overrides": store.masked(" ".join(job.overrides)),
             "runner.hydra_version": hydra.__version__, "runner.python_version": platform.python_version(),
             "runner.numpy_version": np.__version__, "mlflow.source.name": "runner"}
     if cfg.engine == Engine.torch:

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -166,3 +167,68 @@ def test_a_sqlite_uri_is_read_as_sqlalchemy_reads_it(uri, tmp_path, monkeypatch)
     assert store.sqlite_path(uri) == Path(os.path.normpath(tmp_path / make_url(uri).database))
     if uri == "sqlite:///tmp/x/mlflow.db":
         assert store.sqlite_path(uri) == tmp_path / "tmp" / "x" / "mlflow.db"
+
+
+@pytest.mark.parametrize("uri", ["postgresql+psycopg2://user:PASS%40WORD@db.example:5432/mlflow",
+                                 "mysql://u:p@h/d", "postgresql://user@h/d", "sqlite:////x/mlflow.db"])
+def test_a_uri_is_masked_as_sqlalchemy_prints_it(uri):
+    from sqlalchemy.engine import make_url
+
+    assert store.masked(uri) == make_url(uri).render_as_string(hide_password=True)
+
+
+def test_a_uri_is_masked_in_any_text():
+    text = "lr=0.1 tracking.uri=http://alice:SECRET@127.0.0.1:5000 epochs=3"
+    assert store.masked(text) == "lr=0.1 tracking.uri=http://alice:***@127.0.0.1:5000 epochs=3"
+    assert store.ui_base("http://alice:SECRET@127.0.0.1:5000/") == "http://127.0.0.1:5000"
+
+
+@pytest.fixture
+def guarded_server():
+    """A tiny HTTP server whose /health answers 200 only with the expected Authorization header."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append((self.path, self.headers.get("Authorization")))
+            ok = self.path == "/health" and self.headers.get("Authorization") in Health.accept
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield SimpleNamespace(port=server.server_address[1], seen=seen, handler=Health)
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_health_check_sends_credentials(guarded_server, monkeypatch):
+    import base64
+
+    port, basic = guarded_server.port, "Basic " + base64.b64encode(b"alice:S3CRET").decode()
+    guarded_server.handler.accept = {basic, "Bearer TOKEN"}
+    store.check_uri(f"http://alice:S3CRET@127.0.0.1:{port}")  # in the URI
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "S3CRET")
+    store.check_uri(f"http://127.0.0.1:{port}")  # MLflow's variables
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "TOKEN")
+    store.check_uri(f"http://127.0.0.1:{port}/")
+    assert guarded_server.seen == [("/health", basic), ("/health", basic), ("/health", "Bearer TOKEN")]
+
+
+def test_a_refused_password_is_never_printed(guarded_server, tmp_path, monkeypatch, capsys):
+    guarded_server.handler.accept = set()
+    uri = f"http://alice:WRONG-SECRET@127.0.0.1:{guarded_server.port}"
+    r = cli_in_process("epochs=5", f"tracking.uri={uri}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"error: tracking.uri='http://alice:***@127.0.0.1:{guarded_server.port}': no MLflow "
+                                f"server at http://127.0.0.1:{guarded_server.port}/health (answered 401); start one "
+                                "with `mlflow server --host 127.0.0.1 --port PORT` or use the default sqlite store")
+    assert "WRONG-SECRET" not in r.stdout + r.stderr

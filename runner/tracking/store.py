@@ -1,7 +1,10 @@
 """The store: resolved once, checked in seconds before a run exists, created safely under
 parallel jobs, with one client per store and process."""
+import base64
 import logging
 import os
+import re
+import urllib.parse
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +32,15 @@ def resolve_uri(uri: Optional[str], launch_dir: str) -> str:
     return uri
 
 
+_SECRET = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
+
+
+def masked(text: str) -> str:
+    """`text` with the password of every URI in it replaced by ***, as SQLAlchemy and MLflow
+    print them (http://alice:***@host): for printed lines, tags, config.yaml and overrides.yaml."""
+    return _SECRET.sub(r"\1***@", text)
+
+
 def check_uri(uri: str) -> None:
     """Fail in seconds, with one line, on a store MLflow would retry against for minutes."""
     scheme = uri.split(":", 1)[0].lower() if "://" in uri else ""
@@ -39,7 +51,7 @@ def check_uri(uri: str) -> None:
     if scheme in ("postgresql", "mysql", "mssql", "databricks") or scheme.startswith(
             ("postgresql+", "mysql+", "mssql+")):
         return
-    raise UserError(f"tracking.uri={uri!r}: not a usable store; use sqlite:///ABSOLUTE/PATH/mlflow.db "
+    raise UserError(f"tracking.uri={masked(uri)!r}: not a usable store; use sqlite:///ABSOLUTE/PATH/mlflow.db "
                     "or http://HOST:PORT (the ./mlruns file store is gone since MLflow 3.13)")
 
 
@@ -61,9 +73,10 @@ def _check_sqlite(uri: str) -> None:
 
 
 def _check_server(uri: str) -> None:
-    url = uri.rstrip("/") + "/health"
+    url = _without_credentials(uri).rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=3) as r:
+        request = urllib.request.Request(url, headers=_auth_header(uri))
+        with urllib.request.urlopen(request, timeout=3) as r:
             if r.status == 200:
                 return
             problem = f"answered {r.status}"
@@ -71,13 +84,36 @@ def _check_server(uri: str) -> None:
         problem = f"answered {e.code}"
     except (urllib.error.URLError, OSError, ValueError) as e:
         problem = str(getattr(e, "reason", e))
-    raise UserError(f"tracking.uri={uri!r}: no MLflow server at {url} ({problem}); start one with "
+    raise UserError(f"tracking.uri={masked(uri)!r}: no MLflow server at {url} ({problem}); start one with "
                     "`mlflow server --host 127.0.0.1 --port PORT` or use the default sqlite store")
 
 
+def _without_credentials(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _auth_header(uri: str) -> Dict[str, str]:
+    """What MLflow's client sends: Basic from the URI's user:password or from
+    MLFLOW_TRACKING_USERNAME/PASSWORD, else Bearer MLFLOW_TRACKING_TOKEN."""
+    parts = urllib.parse.urlsplit(uri)
+    user, password = parts.username, parts.password
+    if user is None and os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        user, password = os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is not None:
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password or '')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
+    return {}
+
+
 def ui_base(uri: str) -> str:
-    """Where MLflow's UI for this store answers: the server itself, or `make ui` on a file."""
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    """Where MLflow's UI for this store answers: the server itself (without credentials: the
+    link is printed), or `make ui` on a file."""
+    if uri.startswith(("http://", "https://")):
+        return _without_credentials(uri).rstrip("/")
+    return "http://127.0.0.1:5000"
 
 
 def sqlite_path(uri: str) -> Optional[Path]:
