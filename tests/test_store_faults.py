@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,6 +81,21 @@ def test_two_cli_sweeps_at_once_on_a_fresh_store(tmp_path):
     runs = all_runs(f"sqlite:///{db}")
     assert len([r for r in runs if r.info.status == "FINISHED"]) == 6  # 2 parents + 4 jobs
     assert_whole(db)
+
+
+def test_a_kill_9_during_creation_leaves_no_store(tmp_path):
+    db = tmp_path / "mlflow.db"
+    code = f"from runner.tracking import store; store.connect('sqlite:///{db}', 'e')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=cli_env())
+    aside = tmp_path / f"mlflow.db.creating-{proc.pid}"
+    while proc.poll() is None and not (aside.exists() and aside.stat().st_size > 0):
+        time.sleep(0.01)  # polls for the moment MLflow starts writing the schema
+    proc.kill()
+    proc.wait()
+    assert aside.exists() and not db.exists()  # half-made, but aside: no store in its place
+    store.connect(f"sqlite:///{db}", "e")
+    assert_whole(db)
+    assert not aside.exists()
 
 
 def _half_made(db, with_run):
