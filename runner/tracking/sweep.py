@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.tracking import service
-from runner.tracking.store import check_uri, resolve_uri, ui_base
+from runner.tracking.store import check_uri, masked, resolve_uri, ui_base
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep dir: how jobs on other hosts find the parent
 SWEPT_FILE = "swept_keys.json"  # in the sweep dir: the keys that vary, which name each job
@@ -98,7 +98,7 @@ class SweepCallback(Callback):
         preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
         name = " ".join(["sweep", *([preset] if preset else []), *named(overrides)])
         self.parent = self.tracker.start_run(uri, config.experiment_name, name[:250], {
-            "runner.sweep": "true", "runner.sweep_overrides": " ".join(overrides)})
+            "runner.sweep": "true", "runner.sweep_overrides": masked(" ".join(overrides))})
         self.parent.log_params({param_name(k): v for k, v in space.items()})
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
