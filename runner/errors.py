@@ -16,3 +16,9 @@ class Diverged(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the run is closed as KILLED with its points kept."""
+
+
+def first_line(e: BaseException, limit: int = 500) -> str:
+    """An error's first non-blank line (its type's name if it has none), at most `limit` long."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else type(e).__name__

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner.errors import first_line
 from runner.tracking import service
 from runner.tracking.store import check_uri, masked, resolve_uri, ui_base
 
@@ -78,7 +79,7 @@ class SweepCallback(Callback):
         try:
             self._open(config)
         except Exception as e:  # noqa: BLE001  the jobs still run, without a parent
-            SWEEP_FAILURES.append(f"the sweep's parent run: {_first_line(e)}")
+            SWEEP_FAILURES.append(f"the sweep's parent run: {first_line(e, 300)}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:
@@ -87,7 +88,7 @@ class SweepCallback(Callback):
             self._summarise(config)
         except Exception as e:  # noqa: BLE001
             abort_sweep(e)
-            SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {_first_line(e)}")
+            SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {first_line(e, 300)}")
 
     def _open(self, config: DictConfig) -> None:
         uri = resolve_uri(config.tracking.uri, config.hydra.runtime.cwd)
@@ -272,10 +273,6 @@ def write_result(job_dir: str, result: Dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(path)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def abort_sweep(error: BaseException) -> None:
