@@ -2,12 +2,14 @@
 kill -9 of its tracking process. Every run ends KILLED or FAILED with its points, never RUNNING.
 """
 import os
+import platform
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,90 @@ def test_kill_9_of_the_trainer_ends_its_run_killed_with_every_point_it_handed_ov
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
+
+
+# ---- kill -9 of the trainer while the tracking process lags behind (stopped, then resumed) ------
+# The moments are observed, not waited for: the tracking process is SIGSTOPped (state T), the
+# trainer is seen blocked in write() on the full pipe, or in read() on the answer to its close.
+SYSCALL = {"x86_64": {"read": 0, "write": 1}, "aarch64": {"read": 63, "write": 64}}.get(platform.machine())
+
+
+@pytest.mark.skipif(SYSCALL is None, reason="syscall numbers known for x86_64 and aarch64 only")
+@pytest.mark.parametrize("moment", ["before start_run is answered", "mid-training, pipe full",
+                                    "after the close was sent"])
+def test_kill_9_while_the_record_lags_keeps_everything_in_the_pipe(tmp_path, moment):
+    """issue 21: the tracking process reached start_run after its trainer had died, could not
+    answer it, and skipped everything else of that run: FINISHED (or KILLED) with nothing."""
+    short = moment == "after the close was sent"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "log_every=1",
+                             "epochs=50" if short else "epochs=2000000"], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "mlflow.db"
+    try:
+        _wait_for(lambda: _tracking_process(proc.pid), proc)
+        tracking = _tracking_process(proc.pid)
+        if moment == "mid-training, pipe full":  # the run exists and has points stored
+            _wait_for(lambda: _stored_loss(db) > 0, proc)
+        os.kill(tracking, signal.SIGSTOP)
+        _wait_for(lambda: _state(tracking) == "T", proc)
+        _wait_for(lambda: _blocked_on_pipe(proc.pid, tracking, "read" if short else "write"), proc)
+        proc.kill()
+        proc.wait(timeout=30)
+        os.kill(tracking, signal.SIGCONT)
+        _wait_for(lambda: not alive(tracking), None)  # it records what it had, closes, exits
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    uri = f"sqlite:///{db}"
+    [run] = all_runs(uri)
+    client = client_for(uri)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(len(steps)))  # in order, no gaps
+    assert run.data.params["epochs"] and "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    if short:  # its close arrived whole: the trainer's own word, with all it had sent before
+        assert run.info.status == "FINISHED" and len(steps) == 51
+        assert run.outputs.model_outputs and run.inputs.dataset_inputs
+        return
+    assert (run.info.status, run.data.tags.get("runner.failure")) == ("KILLED", "process_died")
+    stored = sum(len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics)
+    received = int(run.data.tags["runner.points_received"])
+    assert stored == received >= 1000  # a full pipe holds ~25k points: more than one hand-over
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def _tracking_process(pid: int):
+    for child in descendants(pid):
+        try:
+            if b"runner.tracking." in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        except OSError:
+            pass
+    return None
+
+
+def _state(pid: int):
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()[0]
+
+
+def _blocked_on_pipe(pid: int, other: int, call: str) -> bool:
+    """`pid`'s main thread is inside read() or write() on a pipe that `other` holds too."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        if fields[0] != str(SYSCALL[call]):
+            return False
+        link = os.readlink(f"/proc/{pid}/fd/{int(fields[1], 16)}")
+        theirs = {os.readlink(f) for f in Path(f"/proc/{other}/fd").iterdir()}
+    except (OSError, IndexError, ValueError):
+        return False
+    return link.startswith("pipe:") and link in theirs
 
 
 def test_a_killed_tracking_process_fails_the_run_with_one_line(trainer):

@@ -326,14 +326,15 @@ def serve(inp: Connection, out: Connection, spool: Path) -> None:
             if handle in broken and not reply:
                 continue
             value = _dispatch(tracker, runs, handle, method, args)
-            if method == "start_run":
-                out.send(("started", handle, runs[handle].id))  # so that the trainer can close it
-            if reply:
-                out.send(("reply", value))
         except Exception as e:  # noqa: BLE001  reported to the trainer, which decides
-            broken.add(handle)
+            broken.add(handle)  # the store refused this run: what follows for it is skipped
             kind = "failed" if reply else "error"  # a waiting trainer gets it as its answer
-            _quietly(out.send, (kind, handle, isinstance(e, UserError), _first_line(e)))
+            _tell(out, (kind, handle, isinstance(e, UserError), _first_line(e)))
+        else:
+            if method == "start_run":
+                _tell(out, ("started", handle, runs[handle].id))  # so that the trainer can close it
+            if reply:
+                _tell(out, ("reply", value))
         finally:
             if remove:
                 shutil.rmtree(remove, ignore_errors=True)
@@ -354,6 +355,16 @@ def _dispatch(tracker, runs: Dict[int, Any], handle: Optional[int], method: str,
     if method == "close":  # a run whose start failed has nothing to close
         return runs.pop(handle).close(*args) if handle in runs else None
     return getattr(runs[handle], method)(*args)
+
+
+def _tell(out: Connection, message: tuple) -> None:
+    """Answer the trainer, if it is still there to hear. A trainer killed meanwhile (kill -9)
+    breaks only this: what it had sent is still in the pipe and is recorded all the same, and
+    its run is closed KILLED at the end of the pipe unless its own close came first."""
+    try:
+        out.send(message)
+    except OSError:  # BrokenPipe: its end is closed
+        pass
 
 
 def _quietly(fn, *args) -> None:
