@@ -45,13 +45,23 @@ class Result:
     extra: Dict[str, float] = field(default_factory=dict)  # gap, test_accuracy, grad_check
 
     def summary(self, cfg: Any) -> str:
-        extra = "".join(f" {k}={v:.6g}" for k, v in self.extra.items())
+        extra = "".join(f" {k}={v:.6g}{self._verdict(k, v)}" for k, v in self.extra.items())
         return (f"{self.status.lower()}: final_loss={self.final_loss:.6g}{extra} dataset={cfg.dataset.name} "
                 f"model={cfg.model.name} optim={cfg.optim.name} lr={cfg.lr:g} epochs={cfg.epochs} "
                 f"train_seconds={self.train_seconds:.3f} run={self.run_id} experiment={self.experiment}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def _verdict(self, key: str, gap: float) -> str:
+        """After the gap, in words: a learner's first question is whether the run got there.
+        Reached: within 0.1% of the least-squares loss (plus 1e-6 for an optimum of 0)."""
+        if key != "gap":
+            return ""
+        optimum = self.final_loss - gap
+        if gap <= 1e-3 * optimum + 1e-6:
+            return " (optimum reached)"
+        return " (not at the optimum yet: more epochs or a larger lr)"
 
 
 @dataclass
