@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import data
+from runner import data, keys
 from runner.tracking import record, store, sweep
 from runner.config import Diverged, Engine, UserError, check
 
@@ -132,6 +132,7 @@ def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
 def validate(cfg: Any, job: Job):
     """Every check of the user's input, once, before any run exists: ranges, the data (built
     here, in numpy), the store, the device. Returns (dataset, tracking URI, torch device or None)."""
+    keys.check_known(cfg)  # `+lrr=0.1`: a key no schema has, refused before anything else
     check(cfg)
     dataset = data.build(cfg, cfg.seed)
     uri = store.resolve_uri(cfg.tracking.uri, job.launch_dir)
