@@ -376,10 +376,11 @@ def _tensor(a: Optional[np.ndarray], dtype, device):
 
 
 def _progress(epochs: int, quiet: bool):
-    """A progress bar over epochs on a terminal; a plain range otherwise."""
-    if quiet or not sys.stdout.isatty():
+    """A progress bar over epochs on a terminal or in a Jupyter kernel (tqdm.auto: the notebook's
+    own bar there); a plain range otherwise (a pipe, a log file)."""
+    if quiet or not (sys.stdout.isatty() or "ipykernel" in sys.modules):
         return range(1, epochs + 1)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(range(1, epochs + 1), desc="epochs", leave=False, mininterval=0.2)
 
