@@ -108,7 +108,9 @@ def _value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(_value(x) for x in v) + "]"
     s = str(v)
-    if re.fullmatch(r"[\w./:+@-]+(,[\w./:+@-]+)*", s):  # also a sweep's a,b as a string
+    # as written (Hydra's own syntax: "[200,200]", "1e-3,1e-2", "interval(0.1,1)") unless it
+    # holds what only a quoted string can: spaces, quotes, = or a leading sign of Hydra's
+    if not re.search(r"[\s'\"=\\]", s) and not s.startswith(("+", "~")):
         return s
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -49,7 +49,8 @@ def test_run_returns_history_figures_and_link(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the CLI's rule: the environment's store
-    r = runner.run(["experiment=gd_vs_sgd", "lr=0.1"], **{"optim.shuffle": False, "log_every": 10})
+    r = runner.run(["experiment=gd_vs_sgd", "lr=0.1"], **{"optim.shuffle": False, "log_every": 10},
+                   run_name="lesson 1: gd's line")  # a string Hydra needs quoted
     assert r.summary.startswith("finished: final_loss=") and f"run={r.run_id}" in r.summary
     assert list(r.history.index) == list(range(0, 101, 10)) and r.history["loss"].iloc[-1] == r.final_loss
     assert r.history["w"].iloc[-1] == pytest.approx(2.0, abs=1e-9)  # y = 2x
@@ -60,6 +61,7 @@ def test_run_returns_history_figures_and_link(tmp_path, monkeypatch):
     assert r.link.endswith(f"/runs/{r.run_id}?workflowType=machine_learning")
     [stored] = all_runs(uri, "gd_vs_sgd")
     assert stored.info.run_id == r.run_id and stored.data.params["lr"] == "0.1"
+    assert stored.info.run_name == r.name == "lesson 1: gd's line"
     assert not (tmp_path / "mlflow.db").exists()
 
 
