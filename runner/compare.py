@@ -4,6 +4,7 @@ import argparse
 import math
 import os
 import sys
+import types
 from pathlib import Path
 from typing import List, Optional
 
@@ -98,6 +99,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"wrote {out}")
     return 0
 
+
+class _Callable(types.ModuleType):
+    """`runner.compare` is this module (python -m runner.compare) and, called, the DataFrame it
+    prints: runner.compare(experiment="gd_vs_sgd") is runner.api.compare."""
+
+    def __call__(self, *args, **kwargs):
+        from runner import api
+
+        return api.compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import data
+from runner import data, keys
 from runner.tracking import record, store, sweep
 from runner.config import Diverged, Engine, UserError, check
 
@@ -45,13 +45,23 @@ class Result:
     extra: Dict[str, float] = field(default_factory=dict)  # gap, test_accuracy, grad_check
 
     def summary(self, cfg: Any) -> str:
-        extra = "".join(f" {k}={v:.6g}" for k, v in self.extra.items())
+        extra = "".join(f" {k}={v:.6g}{self._verdict(k, v)}" for k, v in self.extra.items())
         return (f"{self.status.lower()}: final_loss={self.final_loss:.6g}{extra} dataset={cfg.dataset.name} "
                 f"model={cfg.model.name} optim={cfg.optim.name} lr={cfg.lr:g} epochs={cfg.epochs} "
                 f"train_seconds={self.train_seconds:.3f} run={self.run_id} experiment={self.experiment}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def _verdict(self, key: str, gap: float) -> str:
+        """After the gap, in words: a learner's first question is whether the run got there.
+        Reached: within 0.1% of the least-squares loss (plus 1e-6 for an optimum of 0)."""
+        if key != "gap":
+            return ""
+        optimum = self.final_loss - gap
+        if gap <= 1e-3 * optimum + 1e-6:
+            return " (optimum reached)"
+        return " (not at the optimum yet: more epochs or a larger lr)"
 
 
 @dataclass
@@ -122,6 +132,7 @@ def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
 def validate(cfg: Any, job: Job):
     """Every check of the user's input, once, before any run exists: ranges, the data (built
     here, in numpy), the store, the device. Returns (dataset, tracking URI, torch device or None)."""
+    keys.check_known(cfg)  # `+lrr=0.1`: a key no schema has, refused before anything else
     check(cfg)
     dataset = data.build(cfg, cfg.seed)
     uri = store.resolve_uri(cfg.tracking.uri, job.launch_dir)
@@ -365,10 +376,11 @@ def _tensor(a: Optional[np.ndarray], dtype, device):
 
 
 def _progress(epochs: int, quiet: bool):
-    """A progress bar over epochs on a terminal; a plain range otherwise."""
-    if quiet or not sys.stdout.isatty():
+    """A progress bar over epochs on a terminal or in a Jupyter kernel (tqdm.auto: the notebook's
+    own bar there); a plain range otherwise (a pipe, a log file)."""
+    if quiet or not (sys.stdout.isatty() or "ipykernel" in sys.modules):
         return range(1, epochs + 1)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(range(1, epochs + 1), desc="epochs", leave=False, mininterval=0.2)
 
