@@ -231,4 +231,6 @@ def _run() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from runner import shutdown
+
+    shutdown.run(main)  # exits right after the summary line: no interpreter teardown
