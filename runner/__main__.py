@@ -231,6 +231,7 @@ def _run() -> None:
 
 
 if __name__ == "__main__":
-    from runner import shutdown
+    from runner import launcher, shutdown
 
+    launcher.guard_joblib(sys.argv[1:])  # loky's kill of its workers spares the tracking processes
     shutdown.run(main)  # exits right after the summary line: no interpreter teardown

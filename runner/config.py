@@ -224,6 +224,7 @@ CONF_DIR = str(ROOT / "conf")  # absolute: Hydra takes it as is, whether importe
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore and the `${root:}` resolver in OmegaConf."""
     OmegaConf.register_new_resolver("root", lambda: str(ROOT), replace=True)
+    _register_launcher()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, nodes in {
@@ -234,6 +235,16 @@ def register() -> None:
         for node in nodes:
             cs.store(group=f"schema/{group}", name=node.name, node=node)
     cs.store(group="schema/device", name="device", node=DeviceConfig)
+
+
+def _register_launcher() -> None:
+    """hydra/launcher=warm. Hydra finds plugins by walking the hydra_plugins folders on sys.path;
+    an editable install (make's) maps our package without adding a folder there, so name it."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.runner_launcher.warm_launcher import WarmLauncher
+
+    Plugins.instance().register(WarmLauncher)
 
 
 # ---- range checks --------------------------------------------------------------------------

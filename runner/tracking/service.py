@@ -290,6 +290,17 @@ def get() -> Service:
     return _SERVICE
 
 
+def forget_inherited() -> None:
+    """In a forked worker (hydra/launcher=warm): the sweep process's tracking process is not this
+    one's to use or stop. Close this copy of its pipe, so that it still sees its trainer's end
+    close when the sweep process dies; get() then starts this worker's own."""
+    global _SERVICE
+    if _SERVICE is not None and _SERVICE.pid != os.getpid():
+        for conn in (_SERVICE.out, _SERVICE.inp):
+            conn.close()
+    _SERVICE = None
+
+
 def release() -> None:
     """The CLI is done: a tracking process that got nothing is stopped; one that holds runs
     closes them and exits when this process's end of the pipe closes."""
