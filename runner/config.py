@@ -3,38 +3,39 @@
 Types are enforced by OmegaConf while Hydra composes (so `lr=abc` never reaches the code);
 `check(cfg)` then enforces ranges and cross-field rules before torch or mlflow is imported.
 """
+import math
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from runner.errors import Diverged, Terminated, UserError  # noqa: F401 (re-exported)
 
 
-class Loss(Enum):
+# Every choice is a StrEnum: each member equals its string (Engine.numpy == "numpy",
+# f"{Device.cuda}" == "cuda"), so tags, messages and code that hands them on as plain strings
+# read the same, while OmegaConf still refuses any other value when Hydra composes.
+class Loss(StrEnum):
     mse = "mse"  # mean of squared errors
     sse = "sse"  # sum of squared errors
     half_mse = "half_mse"  # mean of (ŷ-y)²/2, as in the d2l book
     cross_entropy = "cross_entropy"  # softmax cross-entropy, for classification
 
 
-class DType(Enum):
+class DType(StrEnum):
     float32 = "float32"
     float64 = "float64"
 
 
-class Activation(Enum):  # between an mlp's Linear layers
+class Activation(StrEnum):  # between an mlp's Linear layers
     relu = "relu"
     tanh = "tanh"
     sigmoid = "sigmoid"
 
 
-# The choices below are StrEnums: each member equals its string (Engine.numpy == "numpy",
-# f"{Device.cuda}" == "cuda"), so tags, messages and code that hands them on as plain strings
-# read the same, while OmegaConf still refuses any other value when Hydra composes.
 class Engine(StrEnum):
     torch = "torch"
     numpy = "numpy"  # line or mlp with gd, no torch imported at all
@@ -71,9 +72,23 @@ class MlpInit(StrEnum):
     normal = "normal"
 
 
-# ---- dataset -------------------------------------------------------------------------------
+# ---- dataset, model, optim: one dataclass per option, each a subclass of its group's base ----
+# Hydra's schema pattern (`db: DBConfig = MISSING`, filled by a subclass): the code dispatches on
+# the dataclass's type, and each option's `name` is its class default, fixed (see _check_names).
 @dataclass
-class CsvDataset:
+class DatasetConfig:
+    name: str = MISSING
+
+    @property
+    def classification(self) -> bool:  # y holds class labels: loss=cross_entropy
+        return False
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class CsvDataset(DatasetConfig):
     name: str = "csv"
     path: str = MISSING
     target: Optional[str] = None  # column name or index (negative counts from the end); None: last
@@ -82,86 +97,146 @@ class CsvDataset:
     task: Task = Task.regression
     test_fraction: float = 0.0  # held out for test_accuracy / test_loss
 
+    @property
+    def classification(self) -> bool:
+        return self.task == Task.classification
+
+    def check(self) -> None:
+        _require(bool(self.path), "dataset.path", self.path, "must name a CSV file")
+        _require(self.delimiter is None or len(self.delimiter) == 1, "dataset.delimiter", self.delimiter,
+                 "must be one character (or null to detect it)")
+        _check_test_fraction(self.test_fraction)
+
 
 @dataclass
-class SyntheticLinearDataset:
+class SyntheticLinearDataset(DatasetConfig):
     name: str = "synthetic_linear"
     weights: List[float] = field(default_factory=lambda: [2.0, -3.4])
     bias: float = 4.2
     n_samples: int = 1000
     noise: float = 0.01
 
+    def check(self) -> None:
+        _check_n_samples(self.n_samples)
+        _require(self.noise >= 0 and math.isfinite(self.noise), "dataset.noise", self.noise,
+                 "must be a finite number >= 0")
+        _require(len(self.weights) >= 1, "dataset.weights", list(self.weights), "needs at least one weight")
+
 
 @dataclass
-class RandomMlpDataset:
+class RandomMlpDataset(DatasetConfig):
     name: str = "random_mlp"
     n_samples: int = 64
     in_features: int = 1000
     out_features: int = 10
 
+    def check(self) -> None:
+        _check_n_samples(self.n_samples)
+        _require(self.in_features >= 1, "dataset.in_features", self.in_features, "must be >= 1")
+        _require(self.out_features >= 1, "dataset.out_features", self.out_features, "must be >= 1")
+
 
 @dataclass
-class DigitsDataset:
+class DigitsDataset(DatasetConfig):
     name: str = "digits"  # scikit-learn's 8x8 handwritten digits, 1797 images, 10 classes
     test_fraction: float = 0.2
 
+    @property
+    def classification(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        _check_test_fraction(self.test_fraction)
+
 
 @dataclass
-class MnistDataset:
+class MnistDataset(DatasetConfig):
     name: str = "mnist"  # the four IDX files (plain or .gz) in ROOT/MNIST/raw/ or ROOT/; never downloaded
     root: str = "data"  # torchvision's MNIST(root="data", download=True) leaves data/MNIST/raw/
     limit: Optional[int] = None  # the first N training images; None: all (the test split is whole)
     mean: float = 0.1307  # (pixel/255 - mean) / std, torchvision's usual Normalize for MNIST
     std: float = 0.3081
 
+    @property
+    def classification(self) -> bool:
+        return True
 
-# ---- model ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        _require(bool(self.root.strip()), "dataset.root", self.root, "must name the folder that holds the MNIST files")
+        _require(self.limit is None or self.limit >= 1, "dataset.limit", self.limit,
+                 "must be an integer >= 1 (or null for every training image)")
+        _require(math.isfinite(self.mean), "dataset.mean", self.mean, "must be a finite number")
+        _require(self.std > 0 and math.isfinite(self.std), "dataset.std", self.std, "must be a finite number > 0")
+
+
 @dataclass
-class LineModel:
-    name: str = "line"
+class ModelConfig:
+    name: str = MISSING
     bias: bool = True
+
+    def check(self) -> None:
+        std = getattr(self, "std", None)
+        if getattr(self, "init", None) == "normal":
+            _require(std > 0 and math.isfinite(std), "model.std", std, "must be a finite number > 0")
+
+
+@dataclass
+class LineModel(ModelConfig):
+    name: str = "line"
     init: LineInit = LineInit.zeros
     std: float = 0.01  # for init=normal
     value: float = 0.0  # for init=constant: every weight (and the bias) starts here
 
 
 @dataclass
-class LinearModel:
+class LinearModel(ModelConfig):
     name: str = "linear"
-    bias: bool = True
     init: LinearInit = LinearInit.default
     std: float = 0.01
 
 
 @dataclass
-class MlpModel:
+class MlpModel(ModelConfig):
     name: str = "mlp"
     hidden: Any = 100  # an int (one hidden layer) or a list of ints ([200, 200]); see hidden_sizes
     activation: Activation = Activation.relu
-    bias: bool = True
     init: MlpInit = MlpInit.default
     std: float = 1.0
 
+    def check(self) -> None:
+        super().check()
+        hidden_sizes(self.hidden)
 
-# ---- optim ---------------------------------------------------------------------------------
+
 @dataclass
-class OptimBase:
+class OptimConfig:
     name: str = MISSING
     batch_size: Optional[int] = None  # None: the full batch
     shuffle: bool = False
 
+    def check(self) -> None:
+        _require(self.batch_size is None or self.batch_size >= 1, "optim.batch_size", self.batch_size,
+                 "must be an integer >= 1 (or null for the full batch)")
+
+
+OptimBase = OptimConfig  # the former name
+
 
 @dataclass
-class GdOptim(OptimBase):
+class GdOptim(OptimConfig):
     name: str = "gd"
 
 
 @dataclass
-class SgdOptim(OptimBase):
+class SgdOptim(OptimConfig):
     name: str = "sgd"
     batch_size: Optional[int] = 1
     shuffle: bool = True
     momentum: float = 0.0
+
+    def check(self) -> None:
+        super().check()
+        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "must be in [0, 1)")
 
 
 @dataclass
@@ -171,9 +246,14 @@ class MinibatchOptim(SgdOptim):
 
 
 @dataclass
-class AdamOptim(OptimBase):
+class AdamOptim(OptimConfig):
     name: str = "adam"
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def check(self) -> None:
+        super().check()
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+                 list(self.betas), "must be two numbers in [0, 1)")
 
 
 # ---- device, tracking, top level -----------------------------------------------------------
@@ -190,9 +270,9 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    dataset: Any = MISSING
-    model: Any = MISSING
-    optim: Any = MISSING
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Full-batch gd on the default data (2 features, unit variance) is stable for lr < ~1; at 0.1
@@ -248,15 +328,22 @@ def _register_launcher() -> None:
 
 
 # ---- range checks --------------------------------------------------------------------------
-CLASSIFICATION_DATASETS = ("digits", "mnist")  # and csv with task=classification
+SEEDS = (0, 2**63)  # numpy's default_rng takes any integer >= 0, torch.manual_seed one below 2**64
 
 
-def _check_engine(cfg: Any, classify: bool) -> None:
+def typed(cfg: Any) -> Any:
+    """The composed config (or one group of it) as the schema's dataclasses (OmegaConf.to_object),
+    so that the code dispatches on their types; what is typed already is returned as it is."""
+    return OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+
+
+def _check_engine(cfg: Config) -> None:
     if cfg.engine == Engine.numpy:
-        _require(cfg.model.name in ("line", "mlp"), "model", cfg.model.name, "engine=numpy runs line or mlp")
-        _require(cfg.optim.name == "gd", "optim", cfg.optim.name, "engine=numpy runs gd only")
-        _require(not cfg.optim.shuffle, "optim.shuffle", True, "engine=numpy takes batches in order")
-        _require(not classify, "loss", cfg.loss.value, "engine=numpy runs regression losses only")
+        m, o = cfg.model, cfg.optim
+        _require(isinstance(m, (LineModel, MlpModel)), "model", m.name, "engine=numpy runs line or mlp")
+        _require(isinstance(o, GdOptim), "optim", o.name, "engine=numpy runs gd only")
+        _require(not o.shuffle, "optim.shuffle", True, "engine=numpy takes batches in order")
+        _require(not cfg.dataset.classification, "loss", cfg.loss.value, "engine=numpy runs regression losses only")
         _require(cfg.device.name in (Device.auto, Device.cpu), "device", cfg.device.name,
                  "engine=numpy runs on the CPU")
 
@@ -266,19 +353,18 @@ def hidden_sizes(hidden: Any) -> Tuple[int, ...]:
     types `hidden` as Any (OmegaConf has no int-or-list), so this is its type check too."""
     sizes = list(hidden) if isinstance(hidden, (list, tuple, ListConfig)) else [hidden]
     if not sizes or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes):
-        raise UserError(f"model.hidden={sizes if isinstance(hidden, ListConfig) else hidden!r}: must be an "
+        shown = sizes if isinstance(hidden, (list, ListConfig)) else hidden
+        raise UserError(f"model.hidden={shown!r}: must be an "
                         "integer >= 1 (one hidden layer) or a list of them, one per layer, e.g. [200,200]")
     return tuple(sizes)
 
 
-def _check_mnist(d: Any) -> None:
-    import math
+def _check_test_fraction(f: float) -> None:
+    _require(0 <= f < 1, "dataset.test_fraction", f, "must be in [0, 1)")
 
-    _require(bool(d.root.strip()), "dataset.root", d.root, "must name the folder that holds the MNIST files")
-    _require(d.limit is None or d.limit >= 1, "dataset.limit", d.limit,
-             "must be an integer >= 1 (or null for every training image)")
-    _require(math.isfinite(d.mean), "dataset.mean", d.mean, "must be a finite number")
-    _require(d.std > 0 and math.isfinite(d.std), "dataset.std", d.std, "must be a finite number > 0")
+
+def _check_n_samples(n: int) -> None:
+    _require(n >= 1, "dataset.n_samples", n, "must be an integer >= 1")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -287,49 +373,34 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise UserError(f"{key}={value!r}: {allowed}")
 
 
+def _check_names(cfg: Config) -> None:
+    """An option's `name` is the option itself (`optim=sgd`): `optim.name=gd` would relabel SGD's
+    settings as gd's, so any other value is refused."""
+    for group in ("dataset", "model", "optim"):
+        node = getattr(cfg, group)
+        chosen = type(node).name  # the class default: the option Hydra composed
+        _require(node.name == chosen, f"{group}.name", node.name,
+                 f"is fixed by the option ({group}={chosen}); choose another with {group}=NAME")
+
+
 def check(cfg: Any) -> None:
     """Range and cross-field checks that a type alone cannot express. Raises UserError."""
-    import math
-
+    cfg = typed(cfg)
+    _require(isinstance(cfg.seed, int) and SEEDS[0] <= cfg.seed < SEEDS[1], "seed", cfg.seed,
+             "must be an integer in [0, 2**63), the range numpy and torch both accept")
     _require(math.isfinite(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "must be a finite number > 0")
     _require(cfg.epochs >= 1, "epochs", cfg.epochs, "must be an integer >= 1")
     _require(cfg.log_every >= 1, "log_every", cfg.log_every, "must be an integer >= 1")
     _require(bool(cfg.experiment_name.strip()), "experiment_name", cfg.experiment_name,
              "must not be empty")
-    d, m, o = cfg.dataset, cfg.model, cfg.optim
-    if d.name == "csv":
-        _require(bool(d.path), "dataset.path", d.path, "must name a CSV file")
-        _require(d.delimiter is None or len(d.delimiter) == 1, "dataset.delimiter", d.delimiter,
-                 "must be one character (or null to detect it)")
-    if "test_fraction" in d:
-        _require(0 <= d.test_fraction < 1, "dataset.test_fraction", d.test_fraction, "must be in [0, 1)")
-    if "n_samples" in d:
-        _require(d.n_samples >= 1, "dataset.n_samples", d.n_samples, "must be an integer >= 1")
-    if d.name == "mnist":
-        _check_mnist(d)
-    classify = d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == Task.classification)
-    if classify != (cfg.loss == Loss.cross_entropy):
+    _check_names(cfg)
+    cfg.dataset.check()
+    if cfg.dataset.classification != (cfg.loss == Loss.cross_entropy):
         _require(False, "loss", cfg.loss.value, "classification (dataset=digits, mnist or dataset.task="
                  "classification) takes loss=cross_entropy, regression mse, sse or half_mse")
-    _check_engine(cfg, classify)
+    _check_engine(cfg)
     _require(cfg.check_grad_tol > 0, "check_grad_tol", cfg.check_grad_tol, "must be > 0")
-    if d.name == "synthetic_linear":
-        _require(d.noise >= 0 and math.isfinite(d.noise), "dataset.noise", d.noise,
-                 "must be a finite number >= 0")
-        _require(len(d.weights) >= 1, "dataset.weights", list(d.weights), "needs at least one weight")
-    if d.name == "random_mlp":
-        _require(d.in_features >= 1, "dataset.in_features", d.in_features, "must be >= 1")
-        _require(d.out_features >= 1, "dataset.out_features", d.out_features, "must be >= 1")
-    if m.init == "normal":
-        _require(m.std > 0 and math.isfinite(m.std), "model.std", m.std, "must be a finite number > 0")
-    if m.name == "mlp":
-        hidden_sizes(m.hidden)
-    _require(o.batch_size is None or o.batch_size >= 1, "optim.batch_size", o.batch_size,
-             "must be an integer >= 1 (or null for the full batch)")
-    if "momentum" in o:
-        _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
-    if "betas" in o:
-        _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
-                 list(o.betas), "must be two numbers in [0, 1)")
+    cfg.model.check()
+    cfg.optim.check()
     _require(cfg.device.index is None or cfg.device.index >= 0, "device.index", cfg.device.index,
              "must be >= 0 (or null)")

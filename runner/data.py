@@ -9,13 +9,14 @@ import gzip
 import io
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from runner.config import CLASSIFICATION_DATASETS, Task, UserError
+from runner import config
+from runner.config import UserError
 
 MAX_CSV_BYTES = 1 << 30  # refuse absurd files before reading them into memory
 
@@ -35,62 +36,63 @@ class Dataset:
         return self.n_classes or self.y.shape[1]
 
 
-def is_classification(d: Any) -> bool:
-    return d.name in CLASSIFICATION_DATASETS or (d.name == "csv" and d.task == Task.classification)
-
-
 def build(cfg: Any, seed: int) -> Dataset:
     """The dataset of `cfg.dataset`; random ones drawn from numpy's generator seeded by `seed`.
     Numpy only: train.run builds it before torch is imported or a run exists, so a bad file
     fails fast and leaves nothing behind."""
-    dataset = _arrays(cfg, seed)
+    cfg = config.typed(cfg)
+    dataset = _arrays(cfg.dataset, np.random.default_rng(seed), cfg.dtype)
     dataset.name, dataset.source = _origin(cfg.dataset, seed)
     return dataset
 
 
-def _origin(d: Any, seed: int):
+def _origin(d: config.DatasetConfig, seed: int):
     """(name, source) of the data: the CSV's file name and path; a generator's call."""
-    if d.name == "csv":
-        return Path(d.path).name, str(Path(d.path).resolve())
-    if d.name == "digits":
-        return "digits", "sklearn.datasets.load_digits()"
-    if d.name == "mnist":
-        return "mnist" + (f"[:{d.limit}]" if d.limit else ""), str(Path(d.root).resolve())
-    settings = ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")
+    match d:
+        case config.CsvDataset():
+            return Path(d.path).name, str(Path(d.path).resolve())
+        case config.DigitsDataset():
+            return "digits", "sklearn.datasets.load_digits()"
+        case config.MnistDataset():
+            return "mnist" + (f"[:{d.limit}]" if d.limit else ""), str(Path(d.root).resolve())
+    settings = ", ".join(f"{k}={v}" for k, v in asdict(d).items() if k != "name")
     return d.name, f"{d.name}({settings}, seed={seed})"
 
 
-def _arrays(cfg: Any, seed: int) -> Dataset:
-    d = cfg.dataset
-    rng = np.random.default_rng(seed)
-    if d.name == "csv":
-        X, y = load_csv(d.path, d.target, d.delimiter, d.header)
-        if d.task == Task.classification:
-            labels = _labels(d.path, y)
-            return _split(X, labels, d.test_fraction, rng, int(labels.max()) + 1)
-        return _split(X, y, d.test_fraction, rng, 0)
-    if d.name == "synthetic_linear":
-        # d2l's synthetic_data: X ~ N(0, 1), y = X·w + b + N(0, noise²)
-        w = np.asarray(list(d.weights), dtype=np.float64)
-        X = rng.standard_normal((d.n_samples, len(w)))
-        y = X @ w + d.bias + d.noise * rng.standard_normal(d.n_samples)
-        return Dataset(X, y.reshape(-1, 1))
-    if d.name == "random_mlp":
-        X = rng.standard_normal((d.n_samples, d.in_features))
-        return Dataset(X, rng.standard_normal((d.n_samples, d.out_features)))
-    if d.name == "digits":
-        from sklearn.datasets import load_digits  # shipped with scikit-learn: no download
+def _arrays(d: config.DatasetConfig, rng: np.random.Generator, dtype: str) -> Dataset:
+    match d:
+        case config.CsvDataset():
+            X, y = load_csv(d.path, d.target, d.delimiter, d.header)
+            if d.classification:
+                labels = _labels(d.path, y)
+                return _split(X, labels, d.test_fraction, rng, int(labels.max()) + 1)
+            return _split(X, y, d.test_fraction, rng, 0)
+        case config.SyntheticLinearDataset():
+            # d2l's synthetic_data: X ~ N(0, 1), y = X·w + b + N(0, noise²)
+            w = np.asarray(list(d.weights), dtype=np.float64)
+            X = rng.standard_normal((d.n_samples, len(w)))
+            y = X @ w + d.bias + d.noise * rng.standard_normal(d.n_samples)
+            return Dataset(X, y.reshape(-1, 1))
+        case config.RandomMlpDataset():
+            X = rng.standard_normal((d.n_samples, d.in_features))
+            return Dataset(X, rng.standard_normal((d.n_samples, d.out_features)))
+        case config.DigitsDataset():
+            from sklearn.datasets import load_digits  # shipped with scikit-learn: no download
 
-        X, y = load_digits(return_X_y=True)
-        return _split(X / 16.0, y.astype(np.int64), d.test_fraction, rng, 10)  # pixels 0..16 -> 0..1
-    if d.name == "mnist":
-        images, labels, test_images, test_labels = load_mnist(d.root)
-        if d.limit is not None and d.limit > len(images):
-            raise UserError(f"dataset.limit={d.limit}: the training file holds only {len(images)} images")
-        n, dtype = d.limit or len(images), np.dtype(cfg.dtype.value)
-        return Dataset(_pixels(images[:n], d.mean, d.std, dtype), labels[:n].astype(np.int64),
-                       _pixels(test_images, d.mean, d.std, dtype), test_labels.astype(np.int64), 10)
-    raise UserError(f"dataset.name={d.name!r}: must be one of csv, synthetic_linear, random_mlp, digits, mnist")
+            X, y = load_digits(return_X_y=True)
+            return _split(X / 16.0, y.astype(np.int64), d.test_fraction, rng, 10)  # pixels 0..16 -> 0..1
+        case config.MnistDataset():
+            return _mnist(d, np.dtype(dtype))
+    raise TypeError(f"no data for {type(d).__name__}")  # a schema class without a case here
+
+
+def _mnist(d: config.MnistDataset, dtype: np.dtype) -> Dataset:
+    images, labels, test_images, test_labels = load_mnist(d.root)
+    if d.limit is not None and d.limit > len(images):
+        raise UserError(f"dataset.limit={d.limit}: the training file holds only {len(images)} images")
+    n = d.limit or len(images)
+    return Dataset(_pixels(images[:n], d.mean, d.std, dtype), labels[:n].astype(np.int64),
+                   _pixels(test_images, d.mean, d.std, dtype), test_labels.astype(np.int64), 10)
 
 
 def _split(X, y, test_fraction: float, rng, n_classes: int) -> Dataset:

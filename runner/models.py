@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from runner import config
 from runner.config import UserError, hidden_sizes
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -79,24 +80,93 @@ class Line:
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {"w": self.w} | ({"b": self.b} if self.b is not None else {})
 
+    def fill_gradients(self, loss: str, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Set `p.grad` for w and b, return the batch loss. Plain tensors: no graph is built, so
+        no no_grad() is needed."""
+        value, grads = self.loss_and_gradients(X, y, loss)
+        for p, g in zip(self.parameters(), grads):
+            p.grad = g
+        return value
+
+    def as_module(self) -> nn.Module:
+        """The nn.Linear with the same weights, x·w + b, on the CPU (what MLflow stores)."""
+        w = self.w.detach().cpu()  # (k, m); nn.Linear keeps (m, k)
+        layer = nn.Linear(w.shape[0], w.shape[1], bias=self.b is not None, dtype=w.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w.T)
+            if self.b is not None:
+                layer.bias.copy_(self.b.detach().cpu())
+        return layer.eval()
+
+    def slope_intercept(self) -> Optional[Tuple[float, float]]:
+        return _slope_intercept(self.w, self.b)
+
+    def hand_gradients(self, X64: torch.Tensor, y64: torch.Tensor, loss: str):
+        """(twin, its leaves, hand-written gradients) in float64 on the CPU, for gradient_check."""
+        leaves = [p.detach().double().cpu().requires_grad_() for p in self.parameters()]
+        twin = Line(leaves[0], leaves[1] if self.b is not None else None)
+        with torch.no_grad():
+            return twin, leaves, twin.gradients(X64, y64, loss)
+
+
+class Net:
+    """A torch module (linear, mlp) with the methods of Line; its gradients come from autograd.
+    state_dict() is the module's own, so model.pt reads as torch's."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        return self.module(X)
+
+    def parameters(self) -> List[torch.Tensor]:
+        return list(self.module.parameters())
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def fill_gradients(self, loss: str, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.module.zero_grad(set_to_none=True)
+        value = loss_value(loss, self.module(X), y)
+        value.backward()
+        return value.detach()
+
+    def as_module(self) -> nn.Module:
+        import copy
+
+        return copy.deepcopy(self.module).cpu().eval()
+
+    def slope_intercept(self) -> Optional[Tuple[float, float]]:
+        m = self.module
+        return _slope_intercept(m.weight, m.bias) if isinstance(m, nn.Linear) else None
+
+    def hand_gradients(self, X64: torch.Tensor, y64: torch.Tensor, loss: str):
+        import copy
+
+        twin = copy.deepcopy(self.module).double().cpu()
+        return twin, list(twin.parameters()), _backprop_by_hand(twin, X64, y64, loss)
+
 
 def build(m: Any, in_features: int, out_features: int, dtype: torch.dtype, device: torch.device):
-    """The model of config group `model`, sized by the data; initialised from torch's global RNG."""
-    if m.name == "line":
-        w = _init((in_features, out_features), m.init, m.std, m.value, dtype, device)
-        b = _init((out_features,), m.init, m.std, m.value, dtype, device) if m.bias else None
-        return Line(w, b)
-    if m.name == "linear":
-        model = nn.Linear(in_features, out_features, bias=m.bias)
-    elif m.name == "mlp":
-        model = _mlp([in_features, *hidden_sizes(m.hidden), out_features], m.activation.value, m.bias)
-    else:
-        raise UserError(f"model.name={m.name!r}: must be one of line, linear, mlp")
+    """The model of config group `model` (its schema dataclass, or the DictConfig of one), sized
+    by the data: a Line, or a Net around a torch module; initialised from torch's global RNG."""
+    m = config.typed(m)
+    match m:
+        case config.LineModel():
+            w = _init((in_features, out_features), m.init, m.std, m.value, dtype, device)
+            b = _init((out_features,), m.init, m.std, m.value, dtype, device) if m.bias else None
+            return Line(w, b)
+        case config.LinearModel():
+            module = nn.Linear(in_features, out_features, bias=m.bias)
+        case config.MlpModel():
+            module = _mlp([in_features, *hidden_sizes(m.hidden), out_features], m.activation, m.bias)
+        case _:
+            raise TypeError(f"no model for {type(m).__name__}")  # a schema class without a case here
     if m.init != "default":
-        for layer in model.modules():
+        for layer in module.modules():
             if isinstance(layer, nn.Linear):
                 _init_linear(layer, m.init, m.std)
-    return model.to(device=device, dtype=dtype)
+    return Net(module.to(device=device, dtype=dtype))
 
 
 def _mlp(sizes: List[int], activation: str, bias: bool) -> nn.Sequential:
@@ -125,44 +195,9 @@ def _init_linear(layer: nn.Linear, how: str, std: float) -> None:
             layer.bias.zero_()
 
 
-def compute_gradients(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Fill `p.grad` for every parameter and return the batch loss (detached)."""
-    if isinstance(model, Line):  # plain tensors: no graph is built, so no no_grad() needed
-        value, grads = model.loss_and_gradients(X, y, loss)
-        for p, g in zip(model.parameters(), grads):
-            p.grad = g
-        return value
-    model.zero_grad(set_to_none=True)
-    value = loss_value(loss, model(X), y)
-    value.backward()
-    return value.detach()
-
-
-def as_module(model) -> nn.Module:
-    """The trained model as a torch module on the CPU (what MLflow's pytorch flavour stores):
-    the hand-written line becomes the nn.Linear with the same weights, x·w + b."""
-    import copy
-
-    if not isinstance(model, Line):
-        return copy.deepcopy(model).cpu().eval()
-    w = model.w.detach().cpu()  # (k, m); nn.Linear keeps (m, k)
-    layer = nn.Linear(w.shape[0], w.shape[1], bias=model.b is not None, dtype=w.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(w.T)
-        if model.b is not None:
-            layer.bias.copy_(model.b.detach().cpu())
-    return layer.eval()
-
-
-def slope_intercept(model) -> Optional[Tuple[float, float]]:
+def _slope_intercept(w: torch.Tensor, b: Optional[torch.Tensor]) -> Optional[Tuple[float, float]]:
     """(w, b) of a one-input, one-output linear model, else None. b is 0 without a bias, as the
     fitted line then goes through the origin."""
-    if isinstance(model, Line):
-        w, b = model.w, model.b
-    elif isinstance(model, nn.Linear):
-        w, b = model.weight, model.bias
-    else:
-        return None
     if w.numel() != 1:
         return None
     return float(w.reshape(())), float(b.reshape(())) if b is not None else 0.0
@@ -172,19 +207,9 @@ def slope_intercept(model) -> Optional[Tuple[float, float]]:
 def gradient_check(model, loss: str, X: torch.Tensor, y: torch.Tensor) -> float:
     """Largest relative difference, in float64, between a hand-written gradient and autograd:
     line's analytic gradients, or for torch models the numpy engine's hand-written backprop."""
-    import copy
-
     X64 = X.detach().double().cpu()
     y64 = y.cpu() if y.dtype == torch.long else y.detach().double().cpu()
-    if isinstance(model, Line):
-        leaves = [p.detach().double().cpu().requires_grad_() for p in model.parameters()]
-        twin = Line(leaves[0], leaves[1] if model.b is not None else None)
-        with torch.no_grad():
-            hand = twin.gradients(X64, y64, loss)
-    else:
-        twin = copy.deepcopy(model).double().cpu()
-        leaves = list(twin.parameters())
-        hand = _backprop_by_hand(twin, X64, y64, loss)
+    twin, leaves, hand = model.hand_gradients(X64, y64, loss)
     auto = torch.autograd.grad(loss_value(loss, twin(X64), y64), leaves)
     return max(float((h - a).abs().max() / a.abs().max().clamp_min(1e-12)) for h, a in zip(hand, auto))
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from runner import config
 from runner.config import Diverged, hidden_sizes
 
 Params = Dict[str, np.ndarray]
@@ -90,8 +91,8 @@ def gradients(p: Params, X: np.ndarray, y: np.ndarray, loss: str, activation: st
 def init(cfg_model: Any, in_features: int, out_features: int, rng: np.random.Generator) -> Params:
     """Initial weights: line as in models.py (zeros, normal, constant); mlp normal with `std`
     (the classic example's randn), or torch's default uniform(±1/√fan_in)."""
-    m = cfg_model
-    if m.name == "line":
+    m = config.typed(cfg_model)
+    if isinstance(m, config.LineModel):
         shapes = {"w": (in_features, out_features)} | ({"b": (out_features,)} if m.bias else {})
         if m.init == "normal":
             return {k: rng.standard_normal(s) * m.std for k, s in shapes.items()}

@@ -4,7 +4,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 
-from runner.config import UserError
+from runner import config
 
 
 class GradientDescent:
@@ -24,14 +24,16 @@ class GradientDescent:
 
 
 def build(o: Any, params: List[torch.Tensor], lr: float):
-    """The optimizer of config group `optim`; every one reads the shared top-level `lr`."""
-    if o.name == "gd":
-        return GradientDescent(params, lr)
-    if o.name in ("sgd", "minibatch"):
-        return torch.optim.SGD(params, lr=lr, momentum=o.momentum)
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas))
-    raise UserError(f"optim.name={o.name!r}: must be one of gd, sgd, minibatch, adam")
+    """The optimizer of config group `optim` (its schema dataclass, or the DictConfig of one);
+    every one reads the shared top-level `lr`."""
+    match config.typed(o):
+        case config.GdOptim():
+            return GradientDescent(params, lr)
+        case config.SgdOptim(momentum=momentum):  # and MinibatchOptim, its subclass
+            return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        case config.AdamOptim(betas=betas):
+            return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    raise TypeError(f"no optimizer for {type(o).__name__}")  # a schema class without a case here
 
 
 def batches(X: torch.Tensor, y: torch.Tensor, batch_size: Optional[int], shuffle: bool,

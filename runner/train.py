@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import data, keys
+from runner import config, data, keys
 from runner.tracking import record, store, sweep
 from runner.config import Diverged, Engine, UserError, check
 
@@ -83,8 +83,11 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     never left RUNNING."""
     job = job or Job()
     tracker = job.tracker or record.Tracker()
-    dataset, uri, device = validate(cfg, job)
+    typed, dataset, uri, device = validate(cfg, job)
+    # params, the hash and config.yaml come from the composed config as written (plain values);
+    # the code from here on reads the schema's dataclasses
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    cfg = typed
     digest = record.config_hash(resolved)
     if cfg.resume:
         done = tracker.find_finished(uri, cfg.experiment_name, digest)
@@ -100,15 +103,13 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
             (Path(tmp) / "config.yaml").write_text(store.masked(OmegaConf.to_yaml(resolved)))
             (Path(tmp) / "overrides.yaml").write_text(store.masked(OmegaConf.to_yaml(list(job.overrides))))
             mlrun.log_artifacts(tmp)
-        if cfg.engine == Engine.numpy:
-            trace = numpy_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags)
-        else:
-            trace = torch_train(cfg, resolved, dataset, mlrun.log, mlrun.set_tags, device, job.quiet)
+        engine = _engine(cfg)
+        trace = engine.train(cfg, dataset, mlrun.log, mlrun.set_tags, device, job.quiet)
         final_loss = trace.curve[-1][1]
         # one value a run, at step 0: MLflow's chart view draws such a metric as a bar a run
         mlrun.log("final_loss", final_loss, 0)
         mlrun.log("train_seconds", trace.seconds, 0)
-        _artifacts(mlrun, trace, dataset, cfg)
+        _artifacts(mlrun, trace, dataset, cfg, engine)
     except BaseException as e:
         mlrun.end(e)
         e.run_id = mlrun.id  # the error message names the run it closed
@@ -131,44 +132,68 @@ def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
 
 def validate(cfg: Any, job: Job):
     """Every check of the user's input, once, before any run exists: ranges, the data (built
-    here, in numpy), the store, the device. Returns (dataset, tracking URI, torch device or None)."""
+    here, in numpy), the store, the device. Returns (the config as the schema's dataclasses,
+    dataset, tracking URI, torch device or None)."""
     keys.check_known(cfg)  # `+lrr=0.1`: a key no schema has, refused before anything else
+    cfg = config.typed(cfg)
     check(cfg)
+    engine = _engine(cfg)
     dataset = data.build(cfg, cfg.seed)
     uri = store.resolve_uri(cfg.tracking.uri, job.launch_dir)
     store.check_uri(uri)
     # The CLI's tracking process opens the store while torch is imported here (~1.5 s for a
     # fresh sqlite store), unless the device check that needs torch could still refuse the
     # run: a typo must not leave a store behind.
-    if job.tracker is not None and not _device_may_refuse(cfg):
+    if job.tracker is not None and not (engine.torch and _device_may_refuse(cfg)):
         job.tracker.prepare(uri, cfg.experiment_name)
     device = None
-    if cfg.engine != Engine.numpy:
+    if engine.torch:
         from runner import devices  # torch
 
-        device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num, dtype=cfg.dtype.value)
-    return dataset, uri, device
+        device = devices.resolve(cfg.device.name, cfg.device.index, job.job_num, dtype=cfg.dtype)
+    return cfg, dataset, uri, device
 
 
 def _device_may_refuse(cfg: Any) -> bool:
-    """False where devices.resolve always succeeds: the numpy engine, the CPU, or `auto` except
-    on a Mac with float64 (auto picks MPS there, which has no float64)."""
-    if cfg.engine == Engine.numpy or cfg.device.name == "cpu":
+    """False where devices.resolve always succeeds: the CPU, or `auto` except on a Mac with
+    float64 (auto picks MPS there, which has no float64)."""
+    if cfg.device.name == "cpu":
         return False
-    return cfg.device.name != "auto" or (cfg.dtype.value == "float64" and sys.platform == "darwin")
+    return cfg.device.name != "auto" or (cfg.dtype == "float64" and sys.platform == "darwin")
 
 
 Log = Callable[[str, float, int], None]
 
 
-def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags, device,
-                quiet: bool = False) -> Trace:
+def _save_torch(state: dict, folder: Path) -> None:
+    import torch
+
+    torch.save(state, folder / "model.pt")  # a state_dict: loads with weights_only=True
+
+
+@dataclass(frozen=True)
+class _EngineSpec:
+    """What differs between the engines, in one place: chosen once per run by _engine(cfg)."""
+    train: Callable[..., "Trace"]  # (cfg, dataset, log, set_tags, device, quiet)
+    torch: bool  # runs on a torch device (imports torch)
+    save_state: Callable[[dict, Path], None]  # the weights into the artifact folder
+
+
+def _engine(cfg: Any) -> _EngineSpec:
+    if cfg.engine == Engine.numpy:
+        return _EngineSpec(numpy_train, False, lambda state, folder: np.savez(folder / "model.npz", **state))
+    return _EngineSpec(torch_train, True, _save_torch)
+
+
+def torch_train(cfg: Any, dataset: data.Dataset, log: Log, set_tags, device, quiet: bool = False) -> Trace:
     """The loop: epochs of batches; the whole-set loss (and w, b, accuracy, gap) every
     `log_every` epochs and at the last."""
+    import torch
+
     from runner import devices, models, optim
 
-    set_tags({"runner.device_resolved": devices.describe(device)})
-    p = _build(cfg, resolved, dataset, device)
+    set_tags({"runner.device_resolved": devices.describe(device), "runner.torch_version": torch.__version__})
+    p = _build(cfg, dataset, device)
     optimum = _optimum(cfg, lambda: models.optimal_loss(p.X, p.y, cfg.model.bias, p.loss))
     trace = Trace()
     record = functools.partial(_evaluate, p, trace, log, optimum)
@@ -187,7 +212,7 @@ def torch_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
     record(0)
     for epoch in _progress(epochs, quiet):
         for xb, yb in optim.batches(p.X, p.y, batch_size, shuffle, p.shuffle_gen):
-            batch_loss = models.compute_gradients(model, loss, xb, yb)
+            batch_loss = model.fill_gradients(loss, xb, yb)
             optimizer.step()
         guard.add(epoch, batch_loss)
         if epoch % log_every == 0 or epoch == epochs:
@@ -213,7 +238,7 @@ class _Parts:
     loss: str
 
 
-def _build(cfg: Any, resolved: dict, dataset: data.Dataset, device) -> _Parts:
+def _build(cfg: Any, dataset: data.Dataset, device) -> _Parts:
     """The data as tensors on the device, the model (seeded), its optimizer, the shuffle's own
     random stream (apart from the init's)."""
     import torch
@@ -221,13 +246,13 @@ def _build(cfg: Any, resolved: dict, dataset: data.Dataset, device) -> _Parts:
     from runner import models, optim
 
     torch.manual_seed(cfg.seed)
-    dtype = getattr(torch, resolved["dtype"])
+    dtype = getattr(torch, str(cfg.dtype))
     X, y, X_test, y_test = (_tensor(a, dtype, device) for a in
                             (dataset.X, dataset.y, dataset.X_test, dataset.y_test))
     model = models.build(cfg.model, X.shape[1], dataset.out_features, dtype, device)
     optimizer = optim.build(cfg.optim, list(model.parameters()), cfg.lr)
     return _Parts(X, y, X_test, y_test, dataset.n_classes, model, optimizer,
-                  torch.Generator().manual_seed(cfg.seed + 1), resolved["loss"])
+                  torch.Generator().manual_seed(cfg.seed + 1), cfg.loss)
 
 
 def _evaluate(p: _Parts, trace: Trace, log: Log, optimum: Optional[float], epoch: int) -> None:
@@ -242,7 +267,7 @@ def _evaluate(p: _Parts, trace: Trace, log: Log, optimum: Optional[float], epoch
         value = models.loss_value(p.loss, pred, p.y).item()
         if not math.isfinite(value):
             raise Diverged(epoch, "loss", value)
-        _record_point(trace, log, epoch, value, models.slope_intercept(p.model), optimum)
+        _record_point(trace, log, epoch, value, p.model.slope_intercept(), optimum)
         if p.n_classes:
             log("accuracy", (pred.argmax(1) == p.y).double().mean().item(), epoch)
             if p.X_test is not None:
@@ -264,9 +289,9 @@ def _finish(p: _Parts, trace: Trace) -> None:
             trace.labels = (ye.cpu().numpy(), p.model(Xe).argmax(1).cpu().numpy())
         trace.extra["test_accuracy" if p.X_test is not None else "accuracy"] = float(
             (trace.labels[0] == trace.labels[1]).mean())
-    trace.line = models.slope_intercept(p.model)
+    trace.line = p.model.slope_intercept()
     trace.state = {k: v.detach().cpu() for k, v in p.model.state_dict().items()}
-    trace.module = models.as_module(p.model)
+    trace.module = p.model.as_module()
 
 
 class _Guard:
@@ -301,18 +326,18 @@ class _Guard:
             raise Diverged(bad[0], "batch loss", bad[1])
 
 
-def numpy_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_tags) -> Trace:
+def numpy_train(cfg: Any, dataset: data.Dataset, log: Log, set_tags, device=None, quiet: bool = False) -> Trace:
     """The same experiment on the numpy engine: hand-written forward, backward and update."""
     from runner import numpy_engine as npe
 
     set_tags({"runner.device_resolved": "cpu (numpy)"})
-    dtype = np.dtype(resolved["dtype"])
+    dtype = np.dtype(str(cfg.dtype))
     X, y = dataset.X.astype(dtype), dataset.y.astype(dtype)
     p = {k: v.astype(dtype) for k, v in
          npe.init(cfg.model, X.shape[1], y.shape[1], np.random.default_rng(cfg.seed)).items()}
-    loss = resolved["loss"]
+    loss = cfg.loss
     optimum = None
-    if cfg.model.name == "line":  # the same closed form, in numpy
+    if isinstance(cfg.model, config.LineModel):  # the same closed form, in numpy
         A = np.hstack([X, np.ones((len(X), 1))]) if cfg.model.bias else X
         optimum = _optimum(cfg, lambda: npe.loss_value(loss, A @ np.linalg.lstsq(A, y, rcond=None)[0], y))
     trace = Trace()
@@ -321,7 +346,7 @@ def numpy_train(cfg: Any, resolved: dict, dataset: data.Dataset, log: Log, set_t
         _record_point(trace, log, epoch, value, _numpy_line(params), optimum)
 
     start = time.perf_counter()
-    activation = resolved["model"].get("activation", "relu")  # mlp only
+    activation = getattr(cfg.model, "activation", "relu")  # mlp only
     npe.train_loop(p, X, y, loss, cfg.lr, cfg.epochs, cfg.optim.batch_size, cfg.log_every, on_record,
                    activation)
     trace.seconds = time.perf_counter() - start
@@ -354,7 +379,7 @@ def _record_point(trace: Trace, log: Log, epoch: int, value: float, line, optimu
 
 def _optimum(cfg: Any, solve: Callable[[], float]) -> Optional[float]:
     """optimal_loss for linear models on a squared loss (solved once), else None."""
-    if cfg.model.name not in ("line", "linear") or cfg.loss.value == "cross_entropy":
+    if not isinstance(cfg.model, (config.LineModel, config.LinearModel)) or cfg.dataset.classification:
         return None
     return float(solve())
 
@@ -385,17 +410,12 @@ def _progress(epochs: int, quiet: bool):
     return tqdm(range(1, epochs + 1), desc="epochs", leave=False, mininterval=0.2)
 
 
-def _artifacts(mlrun: "record.Run", trace: Trace, dataset: data.Dataset, cfg: Any) -> None:
+def _artifacts(mlrun: "record.Run", trace: Trace, dataset: data.Dataset, cfg: Any, engine: "_EngineSpec") -> None:
     from runner import plots  # matplotlib: not before the run has trained
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if cfg.engine == Engine.numpy:
-            np.savez(tmp / "model.npz", **trace.state)
-        else:
-            import torch
-
-            torch.save(trace.state, tmp / "model.pt")  # a state_dict: loads with weights_only=True
+        engine.save_state(trace.state, tmp)
         steps, losses = zip(*trace.curve)
         plots.loss_curve(steps, losses, tmp / "loss_curve.png", mlrun.name)
         if trace.line is not None and dataset.X.shape[1] == 1 and not dataset.n_classes:
@@ -405,7 +425,7 @@ def _artifacts(mlrun: "record.Run", trace: Trace, dataset: data.Dataset, cfg: An
             plots.confusion(*trace.labels, dataset.n_classes, tmp / "confusion.png", mlrun.name)
         mlrun.log_artifacts(str(tmp))
     if trace.module is not None:
-        example = dataset.X[:5].astype(cfg.dtype.value)  # the inputs the model was trained on
+        example = dataset.X[:5].astype(str(cfg.dtype))  # the inputs the model was trained on
         mlrun.log_model(trace.module, example, cfg.epochs)
 
 
@@ -417,10 +437,6 @@ def _tags(cfg: Any, digest: str, job: Job) -> dict:
             "runner.config_hash": digest, "runner.overrides": store.masked(" ".join(job.overrides)),
             "runner.hydra_version": hydra.__version__, "runner.python_version": platform.python_version(),
             "runner.numpy_version": np.__version__, "mlflow.source.name": "runner"}
-    if cfg.engine == Engine.torch:
-        import torch
-
-        tags["runner.torch_version"] = torch.__version__
     if job.parent_run_id:
         tags["mlflow.parentRunId"] = job.parent_run_id
     commit = _git_commit()

@@ -68,11 +68,21 @@ BAD_CONFIG = [
     (["loss=cross_entropy"], ["loss='cross_entropy'", "classification"]),
     (["dataset=digits"], ["loss='mse'", "cross_entropy"]),
     (["dataset=digits", "loss=cross_entropy", "dataset.test_fraction=1"], ["dataset.test_fraction=1.0"]),
+    # an option's name is the option: relabelling it would train one thing under another's name
+    (["optim.name=foo"], ["optim.name='foo'", "optim=gd"]),
+    (["model.name=foo"], ["model.name='foo'", "model=linear"]),
+    (["dataset.name=foo"], ["dataset.name='foo'", "dataset=synthetic_linear"]),
+    (["optim=gd", "optim.name=sgd"], ["optim.name='sgd'", "optim=gd"]),
+    (["optim=sgd", "optim.name=gd"], ["optim.name='gd'", "optim=sgd"]),
+    (["seed=-1"], ["seed=-1", "[0, 2**63)"]),
+    (["seed=99999999999999999999"], ["seed=99999999999999999999", "[0, 2**63)"]),
+    (["seed=9223372036854775808"], ["seed=9223372036854775808", "[0, 2**63)"]),
 ]
 
 
 # through a real process too: an unknown option, a wrong type, a range, an Enum, a missing value
-REAL_PROCESS = {"model=foo", "lr=abc", "lr=-1", "engine=jax", "dataset=csv"}
+REAL_PROCESS = {"model=foo", "lr=abc", "lr=-1", "engine=jax", "dataset=csv", "optim.name=foo",
+                "seed=99999999999999999999"}
 
 
 @pytest.mark.parametrize("args,needles", BAD_CONFIG, ids=[" ".join(a) for a, _ in BAD_CONFIG])

@@ -33,11 +33,11 @@ def test_line_gradients_match_autograd(loss, bias, shape):
         ref_loss.item(), rel=1e-12)
 
 
-def test_compute_gradients_fills_grad_for_torch_models_too():
+def test_net_fills_grad_for_torch_models_too():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
     X, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
-    value = models.compute_gradients(net, "sse", X, y)
+    value = models.Net(net).fill_gradients("sse", X, y)
     ref = torch.autograd.grad(((net(X) - y) ** 2).sum(), list(net.parameters()))
     assert value.item() == pytest.approx(((net(X) - y) ** 2).sum().item())
     for p, r in zip(net.parameters(), ref):

@@ -90,7 +90,7 @@ def test_numpy_two_layer_network_matches_torch_from_the_same_weights():
     gd = optim.GradientDescent(list(net.parameters()), lr=1e-5)
     torch_losses = [models.loss_value("sse", net(Xt), yt).item()]
     for _ in range(100):
-        models.compute_gradients(net, "sse", Xt, yt)
+        models.Net(net).fill_gradients("sse", Xt, yt)
         gd.step()
         torch_losses.append(models.loss_value("sse", net(Xt), yt).item())
     curve = numpy_engine.train_loop(p, X, y, "sse", lr=1e-5, epochs=100)
@@ -108,10 +108,10 @@ def test_hidden_is_an_int_or_a_list_and_builds_that_network():
     for bad in (0, -1, 2.5, True, "abc", [], [0], [200, "abc"], None):
         with pytest.raises(UserError, match="model.hidden="):
             hidden_sizes(bad)
-    one = models.build(make_cfg("model=mlp", "model.hidden=7").model, 5, 3, torch.float64, torch.device("cpu"))
+    one = models.build(make_cfg("model=mlp", "model.hidden=7").model, 5, 3, torch.float64, torch.device("cpu")).module
     assert [type(m).__name__ for m in one] == ["Linear", "ReLU", "Linear"]  # as before lists existed
     deep = models.build(make_cfg("experiment=mnist_mlp", "model.activation=tanh").model, 784, 10, torch.float32,
-                        torch.device("cpu"))
+                        torch.device("cpu")).module
     assert [type(m).__name__ for m in deep] == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
     assert [(m.in_features, m.out_features) for m in deep[::2]] == [(784, 200), (200, 200), (200, 10)]
 
@@ -122,7 +122,7 @@ def test_numpy_deep_network_matches_torch_from_the_same_weights(activation):
     autograd and SGD, step for step, in float64."""
     cfg = make_cfg("model=mlp", "model.hidden=[12,9,7]", f"model.activation={activation}")
     torch.manual_seed(1)
-    net = models.build(cfg.model, 6, 4, torch.float64, torch.device("cpu"))
+    net = models.build(cfg.model, 6, 4, torch.float64, torch.device("cpu")).module
     layers = [m for m in net if isinstance(m, torch.nn.Linear)]
     p = {}
     for i, layer in enumerate(layers, 1):  # numpy stores x·w: torch's weight transposed
@@ -134,7 +134,7 @@ def test_numpy_deep_network_matches_torch_from_the_same_weights(activation):
     sgd = torch.optim.SGD(net.parameters(), lr=0.2)
     torch_losses = [models.loss_value("mse", net(Xt), yt).item()]
     for _ in range(60):
-        models.compute_gradients(net, "mse", Xt, yt)
+        models.Net(net).fill_gradients("mse", Xt, yt)
         sgd.step()
         torch_losses.append(models.loss_value("mse", net(Xt), yt).item())
     curve = numpy_engine.train_loop(p, X, y, "mse", lr=0.2, epochs=60, activation=activation)

@@ -38,11 +38,11 @@ def test_random_csv_text_is_parsed_or_refused_with_one_line(rows, sep, header, j
 
 KEYS = ["lr", "epochs", "log_every", "seed", "loss", "dtype", "optim.batch_size", "dataset.noise",
         "dataset.n_samples", "model.std", "device.index", "experiment_name", "engine", "device.name",
-        "model.init"]
-VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats().map(repr),
+        "model.init", "optim.name", "model.name", "dataset.name"]
+VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.integers(-2**70, 2**70).map(str), st.floats().map(repr),
                    st.sampled_from(["abc", "null", "true", "[]", "[1,2]", "{}", "1e-3", "-0.0", "'x'",
                                     "nan", "-inf", "1_000", " ", "mse", "float64", "numpy", "cuda",
-                                    "normal"]),
+                                    "normal", "gd", "sgd", "linear", "mlp", "synthetic_linear"]),
                    st.text(alphabet=st.characters(codec="ascii", exclude_characters="\n\r\0"),
                            max_size=8))
 
@@ -62,3 +62,26 @@ def test_random_override_values_are_accepted_or_refused_with_one_line(key, value
     # accepted: then the typed value really is in range
     assert cfg.lr > 0 and cfg.epochs >= 1 and cfg.log_every >= 1
     assert cfg.optim.batch_size is None or cfg.optim.batch_size >= 1
+    assert 0 <= cfg.seed < 2**63
+    assert [cfg[g].name for g in ("optim", "model", "dataset")] == ["gd", "linear", "synthetic_linear"]
+
+
+def test_the_seed_range_is_what_numpy_and_torch_take():
+    """Both ends of the range pass the check and really seed numpy, torch and the shuffle's
+    generator (seed + 1); one past either end is refused before anything runs."""
+    import numpy as np
+    import pytest
+    import torch
+
+    for seed in (0, 2**63 - 1):
+        config.check(make_cfg(f"seed={seed}"))
+        np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        torch.Generator().manual_seed(seed + 1)
+    for seed in (-1, 2**63, 10**20):
+        with pytest.raises(config.UserError, match=r"^seed=.*\[0, 2\*\*63\)"):
+            config.check(make_cfg(f"seed={seed}"))
+    with pytest.raises(ValueError):  # what the check stands in front of
+        np.random.default_rng(-1)
+    with pytest.raises((ValueError, RuntimeError)):
+        torch.manual_seed(2**64)
