@@ -62,9 +62,9 @@ def test_the_cli_in_process_puts_back_what_it_changes(tmp_path, monkeypatch, cap
             warnings.simplefilter("default")  # the caller's own filter
             before = state()
             for args, code, says in ((["epochs=3"], 0, "finished:"),
-                                     (["lr=1e30"], 1, "marked FAILED"),
+                                     (["lr=1e300"], 1, "marked FAILED"),
                                      (["lr=-1"], 2, "lr=-1"),
-                                     (["-m", "lr=0.1,1e30"], 1, "1 job(s) failed")):
+                                     (["-m", "lr=0.1,1e300"], 1, "1 job(s) failed")):
                 out = cli_in_process(*args, "experiment=gd_vs_sgd", "epochs=3", cwd=tmp_path,
                                      monkeypatch=monkeypatch, capsys=capsys)
                 assert out.returncode == code and says in out.stdout + out.stderr, out.stderr
