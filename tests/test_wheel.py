@@ -31,8 +31,8 @@ def test_a_wheel_in_a_fresh_venv_runs_a_preset_from_an_empty_folder(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     presets = sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))
     data = sorted(p.name for p in (ROOT / "experiments" / "data").iterdir())
-    assert sorted(Path(n).name for n in names if n.endswith(tuple(presets))) == presets
-    assert sorted(Path(n).name for n in names if n.endswith(tuple(data))) == data
+    assert sorted(Path(n).name for n in names if Path(n).name in presets) == presets
+    assert sorted(Path(n).name for n in names if Path(n).name in data) == data
     assert f"runner/conf/experiment/{presets[0]}" in names and f"runner/experiments/data/{data[0]}" in names
 
     # a venv of its own; its dependencies (torch, mlflow, ...) are this venv's, through a .pth line,
