@@ -29,8 +29,7 @@ config.register()
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
-    # The tracking process (started by the CLI before Hydra, else now) imports mlflow and opens
-    # the store while this process checks the input and imports torch.
+    # the tracking process (started before Hydra, else now) opens the store while we check input
     tracker = service.tracker()
     from runner import train  # numpy; torch comes after the input is checked
     hc = HydraConfig.get()
