@@ -40,7 +40,9 @@ def child_p3(args) -> dict:
     tracker = service.get()  # as `python -m runner` records: through its tracking process
     for cfg in cfgs.values():
         run_runner(cfg, args.dir, tracker)  # warm-up: imports, the store, the experiment
-    gc.set_threshold(100_000, 50, 1000)  # as `python -m runner` runs (runner/__main__.py, main)
+    from runner.session import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)  # as `python -m runner` runs (runner.session)
     out: Dict[str, List[float]] = {}
     for _ in range(max(7, 2 * args.repeats + 1)):
         for name, cfg in cfgs.items():

@@ -8,42 +8,36 @@ if __name__ == "__main__":  # the CLI: its tracking process starts before Hydra 
 
     service.start_early(sys.argv[1:])
 
-import contextlib
-import gc
 import os
 import signal
 import traceback
-import warnings
-from typing import Optional
+from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner import config
+from runner import config, naming, session
 from runner.config import Diverged, Terminated, UserError
-from runner.tracking import service, store
-from runner.tracking import sweep as sweeps
+from runner.errors import run_note
+from runner.tracking import job_files, service, store
 
 config.register()
-FAILED: list = []  # a single run's error, re-raised outside Hydra (which would print more first)
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
 def task(cfg: DictConfig) -> Optional[float]:
     """One job. Returns final_loss (what an Optuna sweep minimises), None when a sweep job failed."""
-    # The tracking process (started by the CLI before Hydra, else now) imports mlflow and opens
-    # the store while this process checks the input and imports torch.
+    # the tracking process (started before Hydra, else now) opens the store while we check input
     tracker = service.tracker()
     from runner import train  # numpy; torch comes after the input is checked
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
-    parent_id, swept_keys = sweeps.read_sweep(hc.sweep.dir) if sweep else (None, [])
+    parent_id, swept_keys = job_files.read_sweep(hc.sweep.dir) if sweep else (None, [])
     overrides = list(hc.overrides.task)
-    varying = {sweeps.override_key(o): o.split("=", 1)[1] for o in overrides
-               if sweeps.override_key(o) in swept_keys}
-    name = train.run_name(cfg, hc.runtime.choices.get("experiment"), overrides, varying)
+    varying = naming.varying(overrides, swept_keys)
+    name = naming.run_name(cfg, hc.runtime.choices.get("experiment"), overrides, varying)
     submitted = _in_submitit_job()
     try:
         job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
@@ -57,22 +51,21 @@ def task(cfg: DictConfig) -> Optional[float]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM may signal twice; the result must land
         reason = "killed (scancel or the time limit)"
         print(f"killed: {name}: {reason}", file=sys.stderr, flush=True)
-        sweeps.write_result(hc.runtime.output_dir, {"status": "KILLED", "name": name, "reason": reason,
-                                                    "swept": varying})
+        job_files.write_result(hc.runtime.output_dir, {"status": "KILLED", "name": name, "reason": reason,
+                                                       "swept": varying})
         return None
     except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
         if not sweep:
-            e.debug = cfg.debug  # the composed value: debug=true, debug=True, debug=1 ...
-            FAILED.append(e)  # main() reports it: one line, the exit code
+            session.current().fail(e, cfg.debug)  # main() reports it: one line, the exit code
             return None
         reason = one_line(e)  # in a sweep one failing job must not stop the others
         print(f"failed: {name}: {reason}", file=sys.stderr, flush=True)
-        sweeps.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason,
-                                                    "swept": varying})
+        job_files.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason,
+                                                       "swept": varying})
         return None
     print(result.summary(cfg), flush=True)
     if sweep:
-        sweeps.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})
+        job_files.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})
     return result.final_loss
 
 
@@ -82,7 +75,7 @@ def _in_submitit_job() -> bool:
     launcher, finding no result, waiting on accounting: take SIGTERM back to end the run KILLED."""
     if not os.environ.get("SUBMITIT_EXECUTOR"):
         return False
-    signal.signal(signal.SIGTERM, _terminate)  # submitit runs the job in its main thread
+    signal.signal(signal.SIGTERM, session.terminate)  # submitit runs the job in its main thread
     warning = signal.getsignal(signal.SIGUSR2)  # submitit's: requeue when preempted, else raise
 
     def time_limit(signum, frame):
@@ -113,12 +106,12 @@ def one_line(e: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         msg = str(cause).splitlines()[0]
         return f"{cause.full_key}: {msg}"
+    note = run_note(e)
     if type(e).__name__ == "OutOfMemoryError":  # torch.cuda's; torch is not imported here
-        oom = UserError(f"device: out of GPU memory ({str(e).splitlines()[0][:200]}); use a smaller "
-                        f"dataset.n_samples, model.hidden or optim.batch_size")
-        oom.run_id, e = getattr(e, "run_id", None), oom
-    if getattr(e, "run_id", None):
-        return f"{e} (run {e.run_id}, marked FAILED)"
+        e = UserError(f"device: out of GPU memory ({str(e).splitlines()[0][:200]}); use a smaller "
+                      f"dataset.n_samples, model.hidden or optim.batch_size")
+    if note:
+        return f"{e} ({note})"
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return " ".join(lines)[:500] if lines else type(e).__name__
 
@@ -129,10 +122,6 @@ def exit_code(e: BaseException) -> int:
 
     bad_input = (UserError, HydraException, OmegaConfBaseException)
     return 2 if isinstance(e, bad_input) or type(e).__name__ == "OutOfMemoryError" else 1
-
-
-def _terminate(signum, frame):
-    raise Terminated()
 
 
 def _cache_help_listing() -> None:
@@ -156,77 +145,41 @@ def _cache_help_listing() -> None:
     ConfigLoaderImpl._parse_overrides_and_create_caching_repo = cached
 
 
-def main() -> None:
-    # torch, mlflow and matplotlib build hundreds of thousands of long-lived objects on import; at
-    # Python's default thresholds (700, 10, 10) the collector walks them over and over while they
-    # are built: ~0.7 s of a 4.5 s csv_linreg run here (`make bench` P2). Young collections every
-    # 100k allocations keep that away while the loop's short-lived cycles are still collected.
-    # Restored on the way out: a caller of main() keeps its own settings.
-    thresholds = gc.get_threshold()
-    gc.set_threshold(100_000, 50, 1000)
-    try:
-        # Hydra and MLflow take these from the environment alone. HYDRA_FULL_ERROR lets errors
-        # reach us (we print one line each); MLflow's HTTP patience: see store.HTTP_PATIENCE.
-        with _environment({"HYDRA_FULL_ERROR": "1"}, store.HTTP_PATIENCE):
-            _main()
-    finally:
-        gc.set_threshold(*thresholds)
+def main(args: Optional[List[str]] = None, env_defaults: Optional[dict] = None) -> None:
+    """The CLI on `args` (None: sys.argv's). Every process-wide setting it makes is put back on
+    the way out (runner.session): a caller of main() keeps its own."""
+    argv = None if args is None else [__file__, *args]
+    with session.session(argv, env_defaults) as s:
+        if {"--help", "-h"} & set(sys.argv[1:]) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
+            _cache_help_listing()
+        try:
+            _run(s)
+        finally:
+            service.release()
 
 
-@contextlib.contextmanager
-def _environment(values: dict, defaults: dict):
-    """Set `values`, and `defaults` where the user has not, for the time of the block only."""
-    saved = {k: os.environ.get(k) for k in {**values, **defaults}}
-    os.environ.update(values)
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _main() -> None:
-    if {"--help", "-h"} & set(sys.argv[1:]) and os.environ.get("RUNNER_PLAIN_HELP") != "1":
-        _cache_help_listing()
-    try:
-        _run()
-    finally:
-        service.release()
-
-
-def _run() -> None:
+def _run(s: session.Session) -> None:
     debug = os.environ.get("RUNNER_DEBUG") == "1"
-    # hydra-optuna-sweeper 1.3.0 (written for optuna 2) builds the distributions optuna 3 deprecated
-    # and hands TPESampler every argument optuna 4.3-4.9 deprecated: warnings about the plugin's
-    # code, not the user's config, a dozen per sweep. Both stay until optuna 6.
-    warnings.filterwarnings("ignore", r"(`\w+`|\w+Distribution) has been deprecated in v[34]\.",
-                            FutureWarning)
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         task()
-        if FAILED:
-            raise FAILED[0]
+        if s.failed is not None:
+            raise s.failed
     except KeyboardInterrupt as e:
-        sweeps.abort_sweep(e)
+        s.abort_sweep(e)
         print("interrupted: the run was closed as KILLED with the points logged so far", file=sys.stderr)
         sys.exit(143 if isinstance(e, Terminated) else 130)
     except Exception as e:
-        sweeps.abort_sweep(e)
-        debug = debug or getattr(e, "debug", False)  # a config that did not compose has none
+        s.abort_sweep(e)
+        debug = debug or s.debug  # a config that did not compose has none
         if debug:
             traceback.print_exc()
         hint = "" if debug or exit_code(e) == 2 or isinstance(e, Diverged) else \
             " (debug=true or RUNNER_DEBUG=1 shows the traceback)"
         print(f"error: {store.masked(one_line(e))}{hint}", file=sys.stderr)
         sys.exit(exit_code(e))
-    if sweeps.SWEEP_FAILURES:
-        print(f"sweep: {len(sweeps.SWEEP_FAILURES)} job(s) failed: " + "; ".join(sweeps.SWEEP_FAILURES),
-              file=sys.stderr)
+    failures = s.sweep_failures()
+    if failures:
+        print(f"sweep: {len(failures)} job(s) failed: " + "; ".join(failures), file=sys.stderr)
         sys.exit(1)
 
 

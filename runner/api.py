@@ -4,21 +4,17 @@ Each call is one CLI command, run in this process through the CLI's own entry po
 real composition and multirun, the same checks, names, store rule and sweep parent), then read
 back from the store. Whatever the CLI changes process-wide (collector thresholds, signal
 handlers, environment, warnings filters, Hydra's global state, sys.argv, the working folder) is
-put back when the call returns, so that ten calls in one kernel behave like ten CLI runs."""
+put back by the CLI's own session (runner.session) when the call returns, so that ten calls in one kernel behave like ten CLI runs."""
 import contextlib
-import gc
 import io
 import os
 import re
-import signal
 import sys
-import warnings
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from runner.errors import UserError
 
 Args = Union[str, Sequence[str]]
-SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, s))
 
 
 class RunFailed(Exception):
@@ -135,10 +131,11 @@ def _cli(argv: List[str], echo: bool) -> str:
     from runner import __main__ as cli
 
     out, err = _Tee(sys.stdout if echo else None), _Tee(sys.stderr, hide="error: ")
-    with _scoped(cli), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # main() puts back what it changes (runner.session); a kernel has mlflow imported already
+    defaults = {"RUNNER_TRACKING_PROCESS": "0"}
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            sys.argv = [cli.__file__, *argv]
-            cli.main()
+            cli.main(argv, env_defaults=defaults)
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -151,44 +148,6 @@ def _cli(argv: List[str], echo: bool) -> str:
     error = UserError(message) if code == 2 else RunFailed(message)
     error.stdout = out.text()
     raise error from None
-
-
-@contextlib.contextmanager
-def _scoped(cli) -> Iterator[None]:
-    """Everything process-wide the CLI may change, put back after."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    saved_env, argv, cwd = dict(os.environ), sys.argv, os.getcwd()
-    thresholds, filters = gc.get_threshold(), warnings.filters[:]
-    handlers = {s: signal.getsignal(s) for s in SIGNALS}
-    state = _cli_state(cli)
-    GlobalHydra.instance().clear()
-    os.environ.setdefault("RUNNER_TRACKING_PROCESS", "0")  # a kernel has mlflow imported already
-    try:
-        yield
-    finally:
-        GlobalHydra.instance().clear()
-        for s, h in handlers.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-        warnings.filters[:] = filters
-        gc.set_threshold(*thresholds)
-        os.chdir(cwd)
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(saved_env)
-        _cli_state(cli, state)
-
-
-def _cli_state(cli, restore: Optional[tuple] = None) -> tuple:
-    """The CLI's per-command lists (its failed run, a sweep's failed jobs): empty for each call."""
-    from runner.tracking import sweep as sweeps
-
-    lists = [getattr(cli, "FAILED", None), getattr(sweeps, "SWEEP_FAILURES", None)]
-    saved = tuple(list(x) if x is not None else None for x in lists)
-    for lst, old in zip(lists, restore or (None,) * len(lists)):
-        if lst is not None:
-            lst[:] = old or []
-    return saved
 
 
 class _Tee(io.TextIOBase):

@@ -1,5 +1,6 @@
 """The errors the CLI maps to exit codes; apart from config so that the tracking process can
 use them without importing Hydra."""
+from typing import Optional
 
 
 class UserError(Exception):
@@ -22,3 +23,15 @@ def first_line(e: BaseException, limit: int = 500) -> str:
     """An error's first non-blank line (its type's name if it has none), at most `limit` long."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[0][:limit] if lines else type(e).__name__
+
+
+def note_run(error: BaseException, run_id: str) -> None:
+    """Name on `error` the run it closed FAILED: a note, so that the error keeps its own type
+    (callers of train.run catch UserError, Diverged ...) and a traceback shows it too."""
+    error.add_note(f"run {run_id}, marked FAILED")
+
+
+def run_note(error: BaseException) -> Optional[str]:
+    """The note note_run left on `error`, if any."""
+    notes = getattr(error, "__notes__", ())
+    return next((n for n in notes if n.startswith("run ") and n.endswith(", marked FAILED")), None)

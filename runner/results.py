@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from runner.tracking import read, store
-from runner.tracking.sweep import run_link
+from runner.tracking.report import run_link
 
 
 @dataclass

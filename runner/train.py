@@ -16,9 +16,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import config, data, keys
-from runner.tracking import record, store, sweep
+from runner import config, data, keys, naming
+from runner.tracking import record, store
 from runner.config import Diverged, Engine, UserError, check
+from runner.errors import note_run
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Job:
     """Where a run sits. The CLI fills it from Hydra; a plain call from Python gets defaults."""
     launch_dir: str = "."
     overrides: List[str] = field(default_factory=list)
-    default_name: str = ""  # "": run_name(cfg)
+    default_name: str = ""  # "": naming.run_name(cfg)
     job_num: Optional[int] = None
     parent_run_id: Optional[str] = None
     quiet: bool = False
@@ -94,7 +95,7 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         if done is not None:
             run_id, name, final_loss = done
             return Result("SKIPPED", final_loss, run_id, name, cfg.experiment_name, [])
-    name = cfg.run_name or job.default_name or run_name(cfg)
+    name = cfg.run_name or job.default_name or naming.run_name(cfg)
     mlrun = tracker.start_run(uri, cfg.experiment_name, name, _tags(cfg, digest, job))
     try:
         mlrun.log_params(record.params(resolved))
@@ -112,22 +113,11 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         _artifacts(mlrun, trace, dataset, cfg, engine)
     except BaseException as e:
         mlrun.end(e)
-        e.run_id = mlrun.id  # the error message names the run it closed
+        note_run(e, mlrun.id)  # the error message names the run it closed
         raise
     mlrun.end()
     return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, trace.seconds,
                   trace.extra)
-
-
-def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
-             varying: Optional[Dict[str, str]] = None) -> str:
-    """A name a person reads: a sweep's job by what varies in its sweep (`lr=1e-06`); a single
-    run by its preset and overrides (`mlp_adam lr=0.1`), else by its model and optimizer."""
-    if varying:
-        return ",".join(f"{k}={v}" for k, v in varying.items())
-    rest = ",".join(sweep.named(overrides))
-    head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
-    return " ".join(part for part in (head, rest) if part)[:250]
 
 
 def validate(cfg: Any, job: Job):

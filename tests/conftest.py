@@ -41,28 +41,19 @@ def cli(*args: str, cwd, env=None, timeout=300, **kw) -> subprocess.CompletedPro
 def cli_in_process(*args: str, cwd, monkeypatch, capsys, env=None) -> SimpleNamespace:
     """`python -m runner ARGS` through the CLI's own entry point, runner.__main__.main(), in this
     process (a new process costs 2 to 3.5 s): (returncode, stdout, stderr) as from cli()."""
-    from hydra.core.global_hydra import GlobalHydra
-
     from runner import __main__ as cli_main
 
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [cli_main.__file__, *args])
     for key in ("MLFLOW_TRACKING_URI", "RUNNER_DEBUG"):
         monkeypatch.delenv(key, raising=False)
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(cli_main, "FAILED", [], raising=False)  # a module global of the CLI's
-    sigterm = signal.getsignal(signal.SIGTERM)  # main() takes SIGTERM; give it back after
-    GlobalHydra.instance().clear()  # @hydra.main initialises Hydra's global state; each call anew
     capsys.readouterr()
-    try:
-        cli_main.main()
+    try:  # main() puts back every process-wide setting it makes (runner.session)
+        cli_main.main(list(args))
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-        signal.signal(signal.SIGTERM, sigterm)
     out = capsys.readouterr()
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 

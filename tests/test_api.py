@@ -45,6 +45,34 @@ def test_ten_calls_leave_the_process_as_they_found_it(tmp_path, monkeypatch, cap
     assert len(runs) == 1 + len(ids) == 1 + 7 and all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_the_cli_in_process_puts_back_what_it_changes(tmp_path, monkeypatch, capsys):
+    """A run, a diverging run, bad input and a sweep with a failing job through the CLI's own
+    main(), with no reset by hand (runner.session owns it): the collector thresholds, signal
+    handlers, environment, warnings filters and Hydra's global state are the caller's after each."""
+    from runner import session
+
+    monkeypatch.chdir(tmp_path)
+    for key in ("MLFLOW_TRACKING_URI", "RUNNER_DEBUG", "HYDRA_FULL_ERROR"):
+        monkeypatch.delenv(key, raising=False)
+    thresholds = gc.get_threshold()
+    assert thresholds != session.GC_THRESHOLDS  # else putting them back would show nothing
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)  # the caller's own handler
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # the caller's own filter
+            before = state()
+            for args, code, says in ((["epochs=3"], 0, "finished:"),
+                                     (["lr=1e300"], 1, "marked FAILED"),
+                                     (["lr=-1"], 2, "lr=-1"),
+                                     (["-m", "lr=0.1,1e300"], 1, "1 job(s) failed")):
+                out = cli_in_process(*args, "experiment=gd_vs_sgd", "epochs=3", cwd=tmp_path,
+                                     monkeypatch=monkeypatch, capsys=capsys)
+                assert out.returncode == code and says in out.stdout + out.stderr, out.stderr
+                assert state() == before, args
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_run_returns_history_figures_and_link(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'store.db'}"

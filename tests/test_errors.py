@@ -201,9 +201,10 @@ def test_out_of_gpu_memory_is_one_line_naming_the_run():
     import torch
 
     from runner.__main__ import exit_code, one_line
+    from runner.errors import note_run
 
     e = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0)\nmore")
-    e.run_id = "abc123"
+    note_run(e, "abc123")  # as train.run leaves it
     line = one_line(e)
     assert "out of GPU memory" in line and "abc123" in line and "\n" not in line
     assert exit_code(e) == 2

@@ -185,7 +185,7 @@ def test_failed_jobs_do_not_stop_the_sweep_and_resume_skips_the_finished(tmp_pat
 def test_a_job_killed_before_it_wrote_its_result_counts_as_failed(tmp_path):
     """A job dir that Hydra set up but that holds no result.json (out of memory, a cluster time
     limit) is a failed job in the parent's summary, not a missing one."""
-    from runner.tracking import sweep
+    from runner.tracking import job_files as sweep
 
     for num, overrides in ((0, ["lr=0.1"]), (1, ["lr=0.2"]), (10, ["lr=0.3"])):
         (tmp_path / str(num) / ".hydra").mkdir(parents=True)

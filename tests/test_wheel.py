@@ -4,6 +4,7 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,19 @@ def test_a_wheel_in_a_fresh_venv_runs_a_preset_from_an_empty_folder(tmp_path):
         shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", src)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-index", "--no-build-isolation", "-w", tmp_path / "dist",
-                    src], check=True, capture_output=True)
+    build = subprocess.run([*pip, "wheel", "-v", "--no-deps", "--no-index", "--no-build-isolation", "-w",
+                            tmp_path / "dist", src], check=True, capture_output=True, text=True)
     [wheel] = (tmp_path / "dist").glob("runner-*.whl")
+    # silent: no setuptools warning (a folder of data files missing from `packages`, ...)
+    log = build.stdout + build.stderr
+    assert "absent from the `packages`" not in log and "SetuptoolsDeprecationWarning" not in log, log[-3000:]
+    # each preset and data file once: conf/experiment (a symlink to experiments/) is not mapped twice
+    names = zipfile.ZipFile(wheel).namelist()
+    presets = sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))
+    data = sorted(p.name for p in (ROOT / "experiments" / "data").iterdir())
+    assert sorted(Path(n).name for n in names if Path(n).name in presets) == presets
+    assert sorted(Path(n).name for n in names if Path(n).name in data) == data
+    assert f"runner/conf/experiment/{presets[0]}" in names and f"runner/experiments/data/{data[0]}" in names
 
     # a venv of its own; its dependencies (torch, mlflow, ...) are this venv's, through a .pth line,
     # so nothing is downloaded and no second torch is installed

@@ -3,49 +3,20 @@ job starts (so parallel jobs never race to create the store), summarised at the 
 result file each job leaves in its own folder (which works for every launcher, on other hosts
 too, and for jobs that failed before an MLflow run existed)."""
 import json
-import math
-import re
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import naming, session
 from runner.errors import first_line
 from runner.tracking import service
+from runner.tracking.job_files import PARENT_FILE, RESULT_FILE, SWEPT_FILE, job_results
+from runner.tracking.report import describe, metric_safe, over_seeds, sort_loss
 from runner.tracking.store import check_uri, masked, resolve_uri, ui_base
-
-PARENT_FILE = "mlflow_parent_run_id"  # in the sweep dir: how jobs on other hosts find the parent
-SWEPT_FILE = "swept_keys.json"  # in the sweep dir: the keys that vary, which name each job
-RESULT_FILE = "result.json"  # in each job's dir: what the parent summarises at the end
-GROUPS = ("dataset", "model", "optim", "device")  # `optim=adam` is the param `optim.name`
-SWEEP_FAILURES: List[str] = []  # set by SweepCallback in the launching process, read by __main__
-ACTIVE_PARENT: list = []  # the open parent run, so an aborted sweep can close it
-
-
-# On the command line but not what a run is about: left out of run names and the sweep's name
-# (the preset, `experiment`, leads them instead).
-UNNAMED = ("experiment", "tracking.uri", "hydra/launcher", "hydra/sweeper", "hparams_search", "resume",
-           "debug", "run_name", "experiment_name")
-
-
-def named(overrides: List[str]) -> List[str]:
-    """The overrides that say what a run or a sweep is about."""
-    return [o for o in overrides if override_key(o) not in UNNAMED]
-
-
-def override_key(override: str) -> str:
-    """`lr=0.1` -> `lr`, `+foo.bar=1` -> `foo.bar`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def param_name(key: str) -> str:
-    """The param a command-line key lands in: a group's choice is its `.name`."""
-    return f"{key}.name" if key in GROUPS else key
+from runner.tracking.view import saved_view
 
 
 def swept(config: DictConfig) -> Dict[str, str]:
@@ -59,27 +30,19 @@ def swept(config: DictConfig) -> Dict[str, str]:
     return {**keys, **{k: str(v) for k, v in space.items()}}
 
 
-def read_sweep(sweep_dir: str) -> Tuple[Optional[str], List[str]]:
-    """(parent run id, swept keys) from the files SweepCallback left in the sweep dir: the one
-    place that the jobs of every launcher share."""
-    path = Path(sweep_dir)
-    if not path.is_absolute() and HydraConfig.initialized():
-        path = Path(HydraConfig.get().runtime.cwd) / path  # the launch dir, even with job.chdir
-    parent, keys = path / PARENT_FILE, path / SWEPT_FILE
-    return (parent.read_text().strip() if parent.is_file() else None,
-            json.loads(keys.read_text()) if keys.is_file() else [])
-
-
 class SweepCallback(Callback):
     # Hydra turns a callback's exception into a warning and goes on (exit 0): each callback
-    # catches its own and counts it as a failure of the sweep (one line, exit 1, from __main__).
+    # catches its own and counts it as a failure of the sweep (one line, exit 1, from __main__,
+    # which finds this object on its session).
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        SWEEP_FAILURES.clear()
-        self.parent = None
+        self.failures: List[str] = []  # the sweep's failed jobs, or its parent's trouble
+        self.parent = self.open_parent = None  # open_parent: until it is closed, for abort()
+        if session.current() is not None:  # None in a test that calls the callback alone
+            session.current().sweep = self
         try:
             self._open(config)
         except Exception as e:  # noqa: BLE001  the jobs still run, without a parent
-            SWEEP_FAILURES.append(f"the sweep's parent run: {first_line(e, 300)}")
+            self.failures.append(f"the sweep's parent run: {first_line(e, 300)}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:
@@ -87,8 +50,8 @@ class SweepCallback(Callback):
         try:
             self._summarise(config)
         except Exception as e:  # noqa: BLE001
-            abort_sweep(e)
-            SWEEP_FAILURES.append(f"the sweep's summary on its parent run: {first_line(e, 300)}")
+            self.abort(e)
+            self.failures.append(f"the sweep's summary on its parent run: {first_line(e, 300)}")
 
     def _open(self, config: DictConfig) -> None:
         uri = resolve_uri(config.tracking.uri, config.hydra.runtime.cwd)
@@ -97,10 +60,10 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         self.space = space = swept(config)
         preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
-        name = " ".join(["sweep", *([preset] if preset else []), *named(overrides)])
-        self.parent = self.tracker.start_run(uri, config.experiment_name, name[:250], {
+        name = naming.sweep_name(preset, overrides)
+        self.parent = self.tracker.start_run(uri, config.experiment_name, name, {
             "runner.sweep": "true", "runner.sweep_overrides": masked(" ".join(overrides))})
-        self.parent.log_params({param_name(k): v for k, v in space.items()})
+        self.parent.log_params({naming.param_name(k): v for k, v in space.items()})
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.sweep_dir.glob(f"**/{RESULT_FILE}"):  # a reused sweep dir: not ours
@@ -108,19 +71,19 @@ class SweepCallback(Callback):
         # The only route to the jobs: every launcher (submitit on other hosts included) shares it.
         (self.sweep_dir / SWEPT_FILE).write_text(json.dumps(sorted(space)))
         (self.sweep_dir / PARENT_FILE).write_text(self.parent.id)  # waits for the store
-        ACTIVE_PARENT[:] = [self.parent]
+        self.open_parent = self.parent
 
     def _summarise(self, config: DictConfig) -> None:
         results = job_results(self.sweep_dir)
         done = [r for r in results if r["status"] in ("FINISHED", "SKIPPED")]
         failed = [r for r in results if r not in done]
-        SWEEP_FAILURES[:] = [f"{r['name']}: {r.get('reason') or r['status']}" for r in failed]
+        self.failures = [f"{r['name']}: {r.get('reason') or r['status']}" for r in failed]
         link = self._save_view()
         tags = {"runner.jobs": len(results), "runner.failed_jobs": len(failed),
                 "mlflow.note.content": describe(results, self.parent.experiment_id, " ".join(
                     config.hydra.overrides.task), link)}
         if failed:
-            tags["runner.failed"] = "; ".join(SWEEP_FAILURES)[:5000]
+            tags["runner.failed"] = "; ".join(self.failures)[:5000]
         reused = [r["run_id"] for r in done if r["status"] == "SKIPPED"]
         if reused:  # resume: these jobs are runs of an earlier sweep; compare lists them too
             tags["runner.reused_run_ids"] = ",".join(reused[:150])  # whole ids, within a tag's size
@@ -134,7 +97,7 @@ class SweepCallback(Callback):
         self.parent.set_tags(tags)
         self._log_overlay(results)
         self.parent.end(None)
-        ACTIVE_PARENT.clear()
+        self.open_parent = None
         print(f"sweep: {len(done)} of {len(results)} jobs ok"
               + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
                  if done else "") + f"; parent run {self.parent.id}; charts: {link}")
@@ -144,7 +107,7 @@ class SweepCallback(Callback):
         its children, sorted by final_loss, the swept params and final_loss as columns, and
         charts of each swept param against final_loss. Returns a link that opens it."""
         key = f"sweep-{self.parent.id[:12]}"
-        params = [param_name(k) for k in sorted(self.space)]
+        params = [naming.param_name(k) for k in sorted(self.space)]
         self.parent.set_experiment_tag(f"mlflow.sharedViewState.{key}",
                                        json.dumps(saved_view(self.parent.name, self.parent.id, params)))
         return (f"{ui_base(self.parent.uri)}/#/experiments/{self.parent.experiment_id}/runs"
@@ -166,117 +129,8 @@ class SweepCallback(Callback):
                 plots.overlay(curves, Path(tmp) / "sweep_loss_curves.png", self.parent.name)
                 self.parent.log_artifacts(tmp)
 
-
-def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
-    """The UI state MLflow 3.17's experiment page keeps in a `mlflow.sharedViewState.*` tag."""
-    section = "sec-sweep"
-    charts = [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
-               "deleted": False, "isGenerated": False, "xaxis": {"key": p, "type": "PARAM"},
-               "yaxis": {"key": "final_loss", "type": "METRIC"}} for p in params]
-    charts.append({"uuid": "parallel", "type": "PARALLEL", "runsCountToCompare": 100, "metricSectionId": section,
-                   "deleted": False, "isGenerated": False, "selectedParams": params,
-                   "selectedMetrics": ["final_loss"], "showAllRuns": True})
-    state = {"orderByKey": "metrics.`final_loss`", "orderByAsc": True,
-             "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_id}'",
-             "selectedColumns": [f"params.`{p}`" for p in params] + ["metrics.`final_loss`",
-                                                                   "attributes.`Dataset`", "attributes.`Models`"],
-             "runsHiddenMode": "SHOW_ALL",
-             "compareRunSections": [{"uuid": section, "name": "final_loss against what the sweep varies",
-                                     "display": True, "isReordered": False, "deleted": False, "isGenerated": False}],
-             "compareRunCharts": charts}
-    now = int(time.time() * 1000)
-    return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
-
-
-def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str) -> str:
-    """The parent's description (markdown, shown on its run page): the children ranked by
-    final_loss, each a link to its run; failures last; the mean and spread over seeds; the link
-    to the sweep's charts."""
-    ranked = sorted(results, key=lambda r: (r["status"] not in ("FINISHED", "SKIPPED"),
-                                            sort_loss(r.get("final_loss"))))
-    ok = sum(r["status"] in ("FINISHED", "SKIPPED") for r in results)
-    lines = [f"Sweep `python -m runner -m {command}`: {ok} of {len(results)} jobs finished, "
-             "ranked by `final_loss` (lower is better).", "",
-             "| rank | run | final_loss | status |", "|---:|---|---:|---|"]
-    for i, r in enumerate(ranked, 1):
-        run = f"[{r['name']}]({run_link(experiment_id, r['run_id'])})" if r.get("run_id") else r["name"]
-        loss = f"{r['final_loss']:.6g}" if r.get("final_loss") is not None else "–"
-        status = r["status"] if r["status"] in ("FINISHED", "SKIPPED") else \
-            f"{r['status']}: {r.get('reason', '')}"[:200]
-        lines.append(f"| {i} | {run} | {loss} | {status} |")
-    seeds = over_seeds([r for r in results if r["status"] in ("FINISHED", "SKIPPED")])
-    if seeds:
-        lines += ["", "Over seeds (standard deviation with n−1):", "",
-                  "| configuration | seeds | mean final_loss | std |", "|---|---:|---:|---:|"]
-        for label, (mean, std, n) in sorted(seeds.items(), key=lambda kv: kv[1][0]):
-            lines.append(f"| {label} | {n} | {mean:.6g} | {std:.3g} |")
-    lines += ["", f"[Open this sweep's runs as charts]({charts})"]
-    return "\n".join(lines)
-
-
-def run_link(experiment_id: str, run_id: str) -> str:
-    """A link that MLflow's UI (a hash-routed page) opens from a run's description."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def metric_safe(label: str) -> str:
-    """MLflow's metric names take letters, digits and _ - . / : and spaces only."""
-    return re.sub(r"[^\w.\- :]", "_", label)
-
-
-def over_seeds(done: List[Dict[str, Any]]) -> Dict[str, Tuple[float, float, int]]:
-    """label -> (mean, std, n) of final_loss over the seeds of each configuration, when the sweep
-    varies `seed` and at least one configuration has two or more."""
-    groups: Dict[str, List[float]] = {}
-    for r in done:
-        swept_values = r.get("swept") or {}
-        if "seed" not in swept_values or not math.isfinite(sort_loss(r.get("final_loss"))):
-            continue
-        label = " ".join(f"{k}:{v}" for k, v in sorted(swept_values.items()) if k != "seed") or "all"
-        groups.setdefault(label, []).append(r["final_loss"])
-    if not any(len(v) > 1 for v in groups.values()):
-        return {}
-    return {label: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-            for label, v in groups.items()}
-
-
-def job_results(sweep_dir: Path) -> List[Dict[str, Any]]:
-    """Every job's result.json; a job dir that Hydra set up but that has none was killed or
-    crashed hard (out of memory, a cluster time limit): it counts as failed, never as absent."""
-    job_dirs = {p.parent for p in sweep_dir.glob("**/.hydra")} | \
-        {p.parent for p in sweep_dir.glob(f"**/{RESULT_FILE}")}
-    results = []
-    for job_dir in sorted(job_dirs, key=_job_order):
-        path = job_dir / RESULT_FILE
-        if path.is_file():
-            results.append(json.loads(path.read_text()))
-            continue
-        overrides = job_dir / ".hydra" / "overrides.yaml"
-        name = ",".join(OmegaConf.load(overrides)) if overrides.is_file() else str(job_dir)
-        results.append({"status": "LOST", "name": name or str(job_dir),
-                        "reason": f"no {RESULT_FILE} in {job_dir} (killed or crashed)"})
-    return results
-
-
-def _job_order(job_dir: Path):
-    return (int(job_dir.name), "") if job_dir.name.isdigit() else (float("inf"), str(job_dir))
-
-
-def sort_loss(value: Any) -> float:
-    return value if isinstance(value, (int, float)) and value == value else float("inf")
-
-
-def write_result(job_dir: str, result: Dict[str, Any]) -> None:
-    """Each job leaves its outcome in its own folder; the parent reads them all at the end."""
-    path = Path(job_dir) / RESULT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
-
-
-def abort_sweep(error: BaseException) -> None:
-    """Close a sweep's parent run that an error cut short (FAILED, or KILLED on Ctrl-C)."""
-    parent = ACTIVE_PARENT.pop() if ACTIVE_PARENT else None
-    if parent is not None:
-        parent.end(error)
+    def abort(self, error: BaseException) -> None:
+        """Close the parent run that an error cut short (FAILED, or KILLED on Ctrl-C)."""
+        parent, self.open_parent = self.open_parent, None
+        if parent is not None:
+            parent.end(error)
