@@ -169,12 +169,10 @@ class Run:
             self.log_model_file(str(path), example, output, step, torch_version)
 
     def log_model_file(self, path: str, example, output, step: int, torch_version: str) -> str:
-        """log_model of a module that torch.save wrote to `path`, without importing torch: the
-        tracking process gets it so. The folder is the one mlflow.pytorch.save_model(...,
-        serialization_format="pickle") writes (tests/test_tracking.py compares the two, and
-        loads it back with mlflow.pytorch.load_model). Not save_model itself: it needs the
-        module object, hence torch, ~0.9 s of import on this process's critical path (make
-        bench P2'). MLflow is pinned exactly, for the private helpers used here."""
+        """log_model of a module torch.save wrote to `path`, without torch (~0.9 s of import on
+        the tracking process's critical path, make bench P2'): the folder mlflow.pytorch.save_model
+        (..., serialization_format="pickle") writes, compared in tests/test_tracking.py. Returns
+        the model's id. MLflow is pinned exactly, for the private helpers used here."""
         import yaml
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
@@ -221,9 +219,11 @@ class Run:
         try:
             self.flush()
         finally:
-            if tags:
-                self.set_tags(tags)
-            self.client.set_terminated(self.id, status)
+            try:  # a store that refused the points or the tags may still take the status
+                if tags:
+                    self.set_tags(tags)
+            finally:
+                self.client.set_terminated(self.id, status)
         return self.id, self.name, status
 
 
