@@ -169,10 +169,9 @@ class Run:
             self.log_model_file(str(path), example, output, step, torch_version)
 
     def log_model_file(self, path: str, example, output, step: int, torch_version: str) -> str:
-        """log_model of a module torch.save wrote to `path`, without torch (~0.9 s of import on
-        the tracking process's critical path, make bench P2'): the folder mlflow.pytorch.save_model
-        (..., serialization_format="pickle") writes, compared in tests/test_tracking.py. Returns
-        the model's id. MLflow is pinned exactly, for the private helpers used here."""
+        """log_model of a module torch.save wrote to `path`, without torch (0.9 s of import, make
+        bench P2'): the folder mlflow.pytorch.save_model(..., serialization_format="pickle") writes
+        (tests/test_tracking.py compares them); MLflow is pinned exactly for the private helpers."""
         import yaml
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
