@@ -1,4 +1,4 @@
-"""The tracking process (runner/tracking/service.py), measured: P2' (a small run against the
+"""The tracking process (runner/tracking/service.py, process.py), measured: P2' (a small run against the
 serial floor, on both cores and pinned to one) and K9 (kill -9 at a random moment, 20 times)."""
 import random
 import sqlite3

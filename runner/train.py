@@ -31,7 +31,7 @@ class Job:
     job_num: Optional[int] = None
     parent_run_id: Optional[str] = None
     quiet: bool = False
-    tracker: Any = None  # the CLI's tracking process (service.Service); None: in this process
+    tracker: Optional[record.Tracking] = None  # the CLI's tracking process (service.Service); None: here
 
 
 @dataclass

@@ -210,3 +210,71 @@ def _query(db, sql) -> int:
 def _stored_loss(db) -> int:
     return _query(db, "select count(*) from runs join metrics using (run_uuid) "
                       "where status='RUNNING' and key='loss'")
+
+
+# ---- a disk that fills during a run: the store's refusal is the CLI's one line ------------------
+# Run in a user and mount namespace (unshare -rm) on a 6 MB tmpfs, filled once points are stored.
+FULL_DISK = r"""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+folder = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", folder], check=True)
+db = os.path.join(folder, "mlflow.db")
+proc = subprocess.Popen([sys.executable, "-m", "runner", "epochs=2000000", "log_every=1"], cwd=folder,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def query(sql):
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as c:
+            return c.execute(sql).fetchall()
+    except sqlite3.Error:  # not there yet, or mid-creation
+        return []
+
+
+while proc.poll() is None and not query("select 1 from metrics limit 1"):
+    time.sleep(0.2)  # polling the store for the event (points stored), not a stand-in for it
+with open(os.path.join(folder, "filler"), "wb") as f:  # every byte left
+    try:
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    except OSError:
+        pass
+err = proc.communicate()[1]
+os.remove(os.path.join(folder, "filler"))
+status = query("select status from runs")
+points = query("select count(*) from metrics")
+print(json.dumps({"rc": proc.returncode, "stderr": err, "status": status, "points": points}))
+"""
+
+
+def _can_mount_tmpfs() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm and a tmpfs mount")
+def test_a_disk_that_fills_mid_run_is_one_line_without_mlflow_logs(tmp_path):
+    """issue 21: MLflow's logger, through the tracking process, printed 394 lines (SQL, bound
+    parameters, tracebacks) before the CLI's one line; the process now silences it."""
+    import json
+
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    (tmp_path / "store").mkdir()
+    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(tmp_path / "store")],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 1 and result["points"][0][0] >= 1000  # stored before the disk filled
+    [line] = result["stderr"].splitlines()
+    assert line.startswith("error: tracking: ") and "disk is full" in line, line

@@ -176,8 +176,10 @@ def test_the_model_folder_is_the_one_mlflow_pytorch_save_model_writes(tmp_path, 
                               pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = record.Tracker().start_run(uri, "models", "m", {})
-    model_id = run.log_model(module, example, 0)
+    run.log_model(module, example, 0)
     run.end()
+    [output_ref] = client_for(uri).get_run(run.id).outputs.model_outputs  # the Models column's link
+    model_id = output_ref.model_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     ours = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=str(tmp_path / "ours")))
 
@@ -195,3 +197,46 @@ def test_the_model_folder_is_the_one_mlflow_pytorch_save_model_writes(tmp_path, 
         {k: v for k, v in theirs.items() if k not in volatile}
     loaded = mlflow.pyfunc.load_model(f"models:/{model_id}")  # the pyfunc flavour predicts too
     assert np.allclose(loaded.predict(example), output, rtol=1e-12, atol=0)
+
+
+def _methods(protocol):
+    return [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+
+
+def test_both_tracking_surfaces_have_the_protocols_signatures():
+    """issue 18: record (in-process) and service (through the tracking process) drifted while a
+    comment kept them in step; now each method has the Protocol's signature, annotations included."""
+    import inspect
+
+    from runner.tracking import interface, record, service
+
+    pairs = [(interface.Tracking, record.Tracker, service.Service),
+             (interface.RunRecord, record.Run, service.RemoteRun)]
+    for protocol, here, remote in pairs:
+        names = _methods(protocol)
+        assert len(names) >= 5, protocol
+        for name in names:
+            want = inspect.signature(getattr(protocol, name))
+            assert inspect.signature(getattr(here, name)) == want, f"{here.__name__}.{name}"
+            assert inspect.signature(getattr(remote, name)) == want, f"{remote.__name__}.{name}"
+    properties = [n for n, v in vars(interface.RunRecord).items() if isinstance(v, property)]
+    assert set(properties) == {"id", "name", "uri", "experiment_id"}
+    assert all(isinstance(getattr(service.RemoteRun, n), property) for n in ("id", "experiment_id"))
+
+
+def test_the_tracking_process_carries_out_only_the_calls_on_its_list():
+    """A method name read from the pipe is looked up in an allow-list, never with getattr: a real
+    method of record.Tracker that is not on it (connect), or a dunder, is refused and reported."""
+    import pytest
+
+    from runner.tracking import service
+
+    svc = service.Service()
+    try:
+        for name in ("connect", "__init__", "log_points"):  # log_points is a run's, not the tracker's
+            with pytest.raises(service.TrackingError, match=f"has no call '{name}'"):
+                svc.ask(None, name)
+        assert svc.proc.poll() is None  # refused, and still serving
+    finally:
+        svc.stop()
+        assert svc.proc.wait(timeout=120) == 0

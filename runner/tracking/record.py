@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from runner.errors import Diverged, UserError
 from runner.tracking import store
+from runner.tracking.interface import RunRecord, Tracking
 
 # Points wait in memory and are written with log_batch (1000 a call, MLflow's limit) every 5 s
 # and at the end, so the loop itself never waits on the store. On sqlite a call costs ~3.6 ms plus
@@ -25,9 +26,9 @@ DATASET_COLLISION = ("dataset_pk", "UNIQUE constraint failed: datasets.")
 BOOKKEEPING = ("run_name", "resume", "debug", "tracking", "experiment_name")
 
 
-class Tracker:
-    """Tracking in this process: what `train.run(cfg)` uses when called from Python, and what
-    the tracking process (service.py) runs for the CLI. service.Service has the same methods."""
+class Tracker(Tracking):
+    """interface.Tracking in this process: what `train.run(cfg)` uses when called from Python,
+    and what the tracking process (process.py) runs for the CLI; service.Service is its twin."""
 
     def __init__(self) -> None:
         self._experiments: Dict[Tuple[str, str], Tuple[Any, str]] = {}
@@ -42,11 +43,12 @@ class Tracker:
     def prepare(self, uri: str, experiment_name: str) -> None:
         self.connect(uri, experiment_name)  # the store and the experiment, created if new
 
-    def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, str]) -> "Run":
+    def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, Any]) -> RunRecord:
         client, experiment_id = self.connect(uri, experiment_name)
         return Run(client, uri, experiment_id, name, tags)
 
-    def find_finished(self, uri: str, experiment_name: str, digest: str) -> Optional[Tuple[str, str, float]]:
+    def find_finished(self, uri: str, experiment_name: str,
+                      digest: str) -> Optional[Tuple[str, str, float]]:
         """(run id, name, final_loss) of a FINISHED run with this config hash, for resume."""
         client, experiment_id = self.connect(uri, experiment_name)
         run = find_finished(client, experiment_id, digest)
@@ -66,7 +68,8 @@ class Tracker:
 
 
 class Run:
-    """One MLflow run on a client from store.connect."""
+    """interface.RunRecord: one MLflow run on a client from store.connect. The methods past the
+    Protocol's (log_points, info, close, log_*_file) are the tracking process's."""
 
     def __init__(self, client, uri: str, experiment_id: str, name: str, tags: Dict[str, str]):
         import mlflow
@@ -131,7 +134,7 @@ class Run:
         with np.load(path) as arrays:
             self.log_dataset(name, source, arrays["X"], arrays["y"], context)
 
-    def log_dataset(self, name: str, source: str, X, y, context: str = "train") -> None:
+    def log_dataset(self, name: str, source: str, X: Any, y: Any, context: str = "train") -> None:
         """The data as an MLflow dataset (the runs table's Dataset column): its name, where it
         came from, and MLflow's digest of the arrays, equal for equal data."""
         import warnings
@@ -154,23 +157,21 @@ class Run:
                 raise
             self.client.log_inputs(self.id, datasets=inputs)
 
-    def log_model(self, module, example, step: int) -> str:
+    def log_model(self, module: Any, example: Any, step: int) -> None:
         """The torch module as an MLflow model named `model` (the runs table's Models column;
         `mlflow.pytorch.load_model("runs:/RUN_ID/model")` loads it), saved as a pickle:
         MLflow's default pt2 export imports torch._dynamo and traces the module, 1.7 s a run
-        here against 0.1 s. model.pt beside it is the weights-only state_dict. Returns its id."""
+        here against 0.1 s. model.pt beside it is the weights-only state_dict. Its id is on the
+        run's outputs (interface.RunRecord says why it is not returned)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pth"
             output, torch_version = save_module(module, example, path)
-            return self.log_model_file(str(path), example, output, step, torch_version)
+            self.log_model_file(str(path), example, output, step, torch_version)
 
     def log_model_file(self, path: str, example, output, step: int, torch_version: str) -> str:
-        """log_model of a module that torch.save wrote to `path`, without importing torch: the
-        tracking process gets it so. The folder is the one mlflow.pytorch.save_model(...,
-        serialization_format="pickle") writes (tests/test_tracking.py compares the two, and
-        loads it back with mlflow.pytorch.load_model). Not save_model itself: it needs the
-        module object, hence torch, ~0.9 s of import on this process's critical path (make
-        bench P2'). MLflow is pinned exactly, for the private helpers used here."""
+        """log_model of a module torch.save wrote to `path`, without torch (0.9 s of import, make
+        bench P2'): the folder mlflow.pytorch.save_model(..., serialization_format="pickle") writes
+        (tests/test_tracking.py compares them); MLflow is pinned exactly for the private helpers."""
         import yaml
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
@@ -217,9 +218,11 @@ class Run:
         try:
             self.flush()
         finally:
-            if tags:
-                self.set_tags(tags)
-            self.client.set_terminated(self.id, status)
+            try:  # a store that refused the points or the tags may still take the status
+                if tags:
+                    self.set_tags(tags)
+            finally:
+                self.client.set_terminated(self.id, status)
         return self.id, self.name, status
 
 

@@ -10,16 +10,12 @@ artifacts, the data, the model) go through a spool folder, not the pipe: a pipe 
 MNIST would stall the trainer until the service had read it. Unlike wandb there is no socket or
 shared server: a pipe per trainer needs no port and dies with it, which is what tells the service.
 
-Trainer side: `Service` (has record.Tracker's methods) and `RemoteRun` (has record.Run's).
-Process side: `serve()`, run as `python -m runner.tracking.service IN_FD OUT_FD SPOOL`.
+This file is the trainer's side: `Service` and `RemoteRun`, interface.Tracking and RunRecord
+over the pipe (record.Tracker, record.Run in-process); process.py the process's; messages.py both.
 """
-import gc
 import itertools
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -27,36 +23,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from runner.errors import UserError
-from runner.tracking import record, store
+from runner.tracking import process, record
+from runner.tracking.interface import RunRecord, Tracking
+from runner.tracking.messages import Call, Refused, Reply, Started
 
 HANDOVER_SECONDS, HANDOVER_POINTS = 0.2, 1000  # the trainer's points wait at most this long
-PIPE_BYTES = 1 << 20  # Linux's largest pipe for an unprivileged process: ~25k points in flight
 
 
 class TrackingError(RuntimeError):
     """The store refused a record after the run started, or the tracking process died."""
 
 
-# ---- trainer side ---------------------------------------------------------------------------
-class Service:
+class Service(Tracking):
+    """interface.Tracking through this process's own tracking process."""
+
     def __init__(self) -> None:
-        to_service, from_trainer = os.pipe()
-        to_trainer, from_service = os.pipe()
         self.spool = Path(tempfile.mkdtemp(prefix="runner-tracking-"))  # files handed over
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}  # not ours
-        for key, value in store.HTTP_PATIENCE.items():  # it makes the HTTP requests
-            env.setdefault(key, value)
-        # Its own session: Ctrl-C in a terminal reaches the trainer only, which then closes
-        # the run as KILLED through this process (it also ignores SIGINT and SIGTERM itself).
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.tracking.service", str(to_service), str(from_service),
-             str(self.spool)], pass_fds=(to_service, from_service), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
-        os.close(to_service)
-        os.close(from_service)
-        _widen(from_trainer)
-        self.out = Connection(from_trainer, readable=False)
-        self.inp = Connection(to_trainer, writable=False)
+        self.proc, self.out, self.inp = process.spawn(self.spool)
         self.pid = os.getpid()  # a forked child must start its own
         self.handles = itertools.count(1)
         self.started = False  # a run or a query reached it: it must not be killed
@@ -75,25 +58,29 @@ class Service:
         """Open the store and the experiment now, while this process imports torch."""
         self.send(None, "prepare", (uri, experiment_name))
 
-    def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, Any]) -> "RemoteRun":
+    def start_run(self, uri: str, experiment_name: str, name: str, tags: Dict[str, Any]) -> RunRecord:
         handle = next(self.handles)
         self.open[handle] = uri
         # plain str: torch.__version__ is torch's own str type, and unpickling it imports torch
         self.send(handle, "start_run", (uri, experiment_name, name, {k: str(v) for k, v in tags.items()}))
         return RemoteRun(self, handle, uri, name)
 
-    def find_finished(self, uri: str, experiment_name: str, digest: str):
+    def find_finished(self, uri: str, experiment_name: str,
+                      digest: str) -> Optional[Tuple[str, str, float]]:
         return self.ask(None, "find_finished", uri, experiment_name, digest)
 
     def curve(self, uri: str, run_id: str) -> List[List[float]]:
         return self.ask(None, "curve", uri, run_id)
+
+    def fail(self, uri: str, run_id: str, reason: str) -> None:
+        self.ask(None, "fail", uri, run_id, reason)
 
     # the pipe
     def send(self, handle: Optional[int], method: str, args: tuple, reply: bool = False,
              remove: Optional[Path] = None) -> None:
         self.started = True
         try:
-            self.out.send((handle, method, args, reply, str(remove) if remove else None))
+            self.out.send(Call(handle, method, args, reply, str(remove) if remove else None))
         except OSError:
             raise self._died() from None
 
@@ -102,11 +89,11 @@ class Service:
         this run (the root cause), is raised here."""
         self.send(handle, method, args, reply=True)
         while True:
-            kind, *rest = self._receive()
-            if kind == "reply":
-                return rest[0]
-            if kind == "failed":
-                self.raise_error(handle, rest[0])
+            message = self._receive()
+            if isinstance(message, Reply):
+                return message.value
+            if isinstance(message, Refused) and message.answered:
+                self.raise_error(handle, message.handle)
 
     def raise_error(self, handle: Optional[int], *also: Optional[int]) -> None:
         """Raise the first error the service reported on this run, if one came (no waiting)."""
@@ -124,7 +111,7 @@ class Service:
             raise self._died() from None
 
     def _receive(self) -> tuple:
-        """The next message: a reply, or news of a run ("started", "error", "failed")."""
+        """The next message: a Reply, or news of a run (Started, Refused)."""
         try:
             message = self.inp.recv()
         except (EOFError, OSError):
@@ -133,11 +120,10 @@ class Service:
         return message
 
     def _note(self, message: tuple) -> None:
-        kind, *rest = message
-        if kind == "started":
-            self.run_ids[rest[0]] = rest[1]
-        elif kind in ("error", "failed"):
-            self.errors.setdefault(rest[0], (rest[1], rest[2]))  # (handle, user error?, message)
+        if isinstance(message, Started):
+            self.run_ids[message.handle] = message.run_id
+        elif isinstance(message, Refused):  # the first refusal of a run is its root cause
+            self.errors.setdefault(message.handle, (message.user, message.message))
 
     def spooled(self, name: str) -> Path:
         """A fresh path in the spool folder; the service deletes what it was given."""
@@ -179,8 +165,8 @@ class Service:
 
 
 class RemoteRun:
-    """record.Run's methods, over the pipe. Points are handed over in batches (every
-    HANDOVER_SECONDS or HANDOVER_POINTS); what was handed over survives the trainer."""
+    """interface.RunRecord over the pipe (record.Run is its twin). Points are handed over in
+    batches (every HANDOVER_SECONDS or HANDOVER_POINTS); what was handed over survives the trainer."""
 
     def __init__(self, service: Service, handle: int, uri: str, name: str):
         self.service, self.handle, self.uri, self.name = service, handle, uri, name
@@ -191,7 +177,7 @@ class RemoteRun:
 
     @property
     def id(self) -> str:
-        if self._id is None:
+        if self._id is None:  # end() sets it too, from the close's answer
             self._info()
         return self._id
 
@@ -236,14 +222,14 @@ class RemoteRun:
         shutil.copytree(local_dir, copy)
         self._send("log_artifacts", str(copy), remove=copy.parent)
 
-    def log_dataset(self, name: str, source: str, X, y, context: str = "train") -> None:
+    def log_dataset(self, name: str, source: str, X: Any, y: Any, context: str = "train") -> None:
         import numpy as np
 
         path = self.service.spooled("data.npz")
         np.savez(path, X=X, y=y)
         self._send("log_dataset_file", name, source, str(path), context, remove=path.parent)
 
-    def log_model(self, module, example, step: int) -> None:
+    def log_model(self, module: Any, example: Any, step: int) -> None:
         path = self.service.spooled("model.pth")
         output, torch_version = record.save_module(module, example, path)
         self._send("log_model_file", str(path), example, output, step, torch_version, remove=path.parent)
@@ -259,10 +245,10 @@ class RemoteRun:
         return status
 
 
-_SERVICE: Optional[Service] = None
+_SERVICE: Optional[Service] = None  # this process's: get() starts it, release() ends it
 
 
-def tracker():
+def tracker() -> Tracking:
     """What the CLI tracks through: this process's tracking process, or, with
     RUNNER_TRACKING_PROCESS=0 (a debugger, `make bench`'s comparison), tracking in-process."""
     if os.environ.get("RUNNER_TRACKING_PROCESS", "1") == "0":
@@ -309,104 +295,3 @@ def release() -> None:
         _SERVICE.stop()
     _SERVICE = None
 
-
-def _widen(fd: int) -> None:
-    import fcntl
-
-    try:
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
-    except OSError:  # not Linux, or over /proc/sys/fs/pipe-max-size: the default 64 KiB works
-        pass
-
-
-# ---- process side ---------------------------------------------------------------------------
-def serve(inp: Connection, out: Connection, spool: Path) -> None:
-    import mlflow  # noqa: F401  now, while the trainer imports torch: the point of this process
-
-    tracker, runs, broken = record.Tracker(), {}, set()
-    while True:
-        try:
-            if not inp.poll(record.FLUSH_SECONDS):
-                for run in runs.values():  # points must not wait for the trainer's next message
-                    _quietly(run.flush)
-                continue
-            handle, method, args, reply, remove = inp.recv()
-        except (EOFError, OSError):
-            break
-        try:
-            if handle in broken and not reply:
-                continue
-            value = _dispatch(tracker, runs, handle, method, args)
-        except Exception as e:  # noqa: BLE001  reported to the trainer, which decides
-            broken.add(handle)  # the store refused this run: what follows for it is skipped
-            kind = "failed" if reply else "error"  # a waiting trainer gets it as its answer
-            _tell(out, (kind, handle, isinstance(e, UserError), _first_line(e)))
-        else:
-            if method == "start_run":
-                _tell(out, ("started", handle, runs[handle].id))  # so that the trainer can close it
-            if reply:
-                _tell(out, ("reply", value))
-        finally:
-            if remove:
-                shutil.rmtree(remove, ignore_errors=True)
-    for handle in sorted(runs, reverse=True):  # a sweep's job before its parent
-        run = runs[handle]
-        _quietly(run.close, "KILLED", {"runner.failure": "process_died", "runner.points_received": run.received})
-    shutil.rmtree(spool, ignore_errors=True)
-
-
-def _dispatch(tracker, runs: Dict[int, Any], handle: Optional[int], method: str, args: tuple) -> Any:
-    if method.startswith("_"):
-        raise ValueError(f"no such call: {method}")
-    if method == "start_run":
-        runs[handle] = tracker.start_run(*args)
-        return None
-    if handle is None:
-        return getattr(tracker, method)(*args)
-    if method == "close":  # a run whose start failed has nothing to close
-        return runs.pop(handle).close(*args) if handle in runs else None
-    return getattr(runs[handle], method)(*args)
-
-
-def _tell(out: Connection, message: tuple) -> None:
-    """Answer the trainer, if it is still there to hear. A trainer killed meanwhile (kill -9)
-    breaks only this: what it had sent is still in the pipe and is recorded all the same, and
-    its run is closed KILLED at the end of the pipe unless its own close came first."""
-    try:
-        out.send(message)
-    except OSError:  # BrokenPipe: its end is closed
-        pass
-
-
-def _quietly(fn, *args) -> None:
-    try:
-        fn(*args)
-    except Exception:  # noqa: BLE001  the store is gone: nothing more can be kept
-        pass
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:500] if lines else type(e).__name__
-
-
-def main(argv: List[str]) -> None:
-    # Never stopped by a signal meant for the trainer: it closes the runs, as the trainer says
-    # or when the trainer is gone. SLURM signals every process of a job: SIGTERM on scancel,
-    # SIGUSR2 before the time limit (submitit's warning, which would kill this process: seen in
-    # make test-cluster). SIGKILL still works; then the trainer marks its runs FAILED.
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-    # mlflow builds ~10^5 long-lived objects on import; at the default thresholds the collector
-    # walks them again and again meanwhile (the CLI's main() does the same for torch's: make bench P2)
-    gc.set_threshold(100_000, 50, 1000)
-    inp, out = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
-    serve(inp, out, Path(argv[2]))
-    # Every run is closed and its records committed: skip tearing down mlflow's modules (~0.2 s,
-    # which whoever reads the trainer's stderr, this process's too, would wait for).
-    sys.stderr.flush()
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

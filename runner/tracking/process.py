@@ -1,0 +1,168 @@
+"""The tracking process's side of the pipe (service.py is the trainer's): run as
+`python -m runner.tracking.process IN_FD OUT_FD SPOOL`. It reads messages.Call from the pipe,
+carries out those its allow-list names on a record.Tracker and its Runs, answers with
+messages.Started / Reply / Refused, and at the end of the pipe closes every run still open:
+KILLED with `runner.failure=process_died`, after writing every point it had received."""
+import gc
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import warnings
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+from runner.errors import UserError, first_line
+from runner.tracking import record, store
+from runner.tracking.messages import Call, Refused, Reply, Started
+
+PIPE_BYTES = 1 << 20  # Linux's largest pipe for an unprivileged process: ~25k points in flight
+
+# The calls the trainer may make, by the name it sends; nothing else is carried out. start_run
+# and close are the process's own (they add and remove a run) and come first in _dispatch.
+TRACKER_CALLS: Dict[str, Callable[..., Any]] = {
+    "prepare": record.Tracker.prepare, "find_finished": record.Tracker.find_finished,
+    "curve": record.Tracker.curve, "fail": record.Tracker.fail}
+RUN_CALLS: Dict[str, Callable[..., Any]] = {
+    "info": record.Run.info, "log_params": record.Run.log_params, "set_tags": record.Run.set_tags,
+    "set_experiment_tag": record.Run.set_experiment_tag, "log_points": record.Run.log_points,
+    "log_artifacts": record.Run.log_artifacts, "log_dataset_file": record.Run.log_dataset_file,
+    "log_model_file": record.Run.log_model_file}
+
+
+class NoSuchCall(ValueError):
+    """A method name not in the allow-list: refused and reported, never looked up."""
+
+
+def spawn(spool: Path) -> Tuple[subprocess.Popen, Connection, Connection]:
+    """Start it (the trainer calls this): the process, the trainer's end to it and from it."""
+    to_service, from_trainer = os.pipe()
+    to_trainer, from_service = os.pipe()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}  # not ours
+    for key, value in store.HTTP_PATIENCE.items():  # it makes the HTTP requests
+        env.setdefault(key, value)
+    # Its own session: Ctrl-C in a terminal reaches the trainer only, which then closes
+    # the run as KILLED through this process (it also ignores SIGINT and SIGTERM itself).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.tracking.process", str(to_service), str(from_service),
+         str(spool)], pass_fds=(to_service, from_service), start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    os.close(to_service)
+    os.close(from_service)
+    _widen(from_trainer)
+    return proc, Connection(from_trainer, readable=False), Connection(to_trainer, writable=False)
+
+
+def _widen(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError:  # not Linux, or over /proc/sys/fs/pipe-max-size: the default 64 KiB works
+        pass
+
+
+def serve(inp: Connection, out: Connection, spool: Path) -> None:
+    import mlflow  # noqa: F401  now, while the trainer imports torch: the point of this process
+
+    tracker, runs, broken = record.Tracker(), {}, set()
+    while True:
+        try:
+            if not inp.poll(record.FLUSH_SECONDS):
+                for run in runs.values():  # points must not wait for the trainer's next message
+                    _quietly(run.flush)
+                continue
+            call: Call = inp.recv()
+        except (EOFError, OSError):
+            break
+        _carry_out(call, tracker, runs, broken, out)
+    for handle in sorted(runs, reverse=True):  # a sweep's job before its parent
+        run = runs[handle]
+        _quietly(run.close, "KILLED", {"runner.failure": "process_died", "runner.points_received": run.received})
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+def _carry_out(call: Call, tracker: record.Tracker, runs: Dict[int, record.Run], broken: set,
+               out: Connection) -> None:
+    try:
+        if call.handle in broken and not call.reply:
+            return
+        value = _dispatch(tracker, runs, call)
+    except Exception as e:  # noqa: BLE001  reported to the trainer, which decides
+        broken.add(call.handle)  # the store refused this run: what follows for it is skipped
+        _tell(out, Refused(call.handle, isinstance(e, UserError), first_line(e), call.reply))
+    else:
+        if call.method == "start_run":
+            _tell(out, Started(call.handle, runs[call.handle].id))  # so that the trainer can close it
+        if call.reply:
+            _tell(out, Reply(value))
+    finally:
+        if call.remove:
+            shutil.rmtree(call.remove, ignore_errors=True)
+
+
+def _dispatch(tracker: record.Tracker, runs: Dict[int, record.Run], call: Call) -> Any:
+    if call.method == "start_run":
+        runs[call.handle] = tracker.start_run(*call.args)
+        return None
+    if call.method == "close":  # a run whose start failed has nothing to close
+        return runs.pop(call.handle).close(*call.args) if call.handle in runs else None
+    calls, target = (TRACKER_CALLS, tracker) if call.handle is None else (RUN_CALLS, None)
+    if call.method not in calls:
+        raise NoSuchCall(f"the tracking process has no call {call.method!r}")
+    return calls[call.method](target if call.handle is None else runs[call.handle], *call.args)
+
+
+def _tell(out: Connection, message: tuple) -> None:
+    """Answer the trainer, if it is still there to hear. A trainer killed meanwhile (kill -9)
+    breaks only this: what it had sent is still in the pipe and is recorded all the same, and
+    its run is closed KILLED at the end of the pipe unless its own close came first."""
+    try:
+        out.send(message)
+    except OSError:  # BrokenPipe: its end is closed
+        pass
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001  the store is gone: nothing more can be kept
+        pass
+
+
+def silence() -> None:
+    """The trainer reports each refusal as the CLI's one line (Refused): MLflow's and alembic's
+    log records and tracebacks, and Python's warnings, would only bury it on the shared stderr
+    (a full disk: 91 lines and 4 tracebacks before it). RUNNER_DEBUG=1 keeps them."""
+    if os.environ.get("RUNNER_DEBUG") == "1":
+        return
+    # disable() holds whatever level or handler mlflow sets on its loggers at import
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
+
+
+def main(argv: List[str]) -> None:
+    # Never stopped by a signal meant for the trainer: it closes the runs, as the trainer says
+    # or when the trainer is gone. SLURM signals every process of a job: SIGTERM on scancel,
+    # SIGUSR2 before the time limit (submitit's warning, which would kill this process: seen in
+    # make test-cluster). SIGKILL still works; then the trainer marks its runs FAILED.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # mlflow builds ~10^5 long-lived objects on import; at the default thresholds the collector
+    # walks them again and again meanwhile (the CLI's main() does the same for torch's: make bench P2)
+    gc.set_threshold(100_000, 50, 1000)
+    silence()
+    inp, out = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
+    serve(inp, out, Path(argv[2]))
+    # Every run is closed and its records committed: skip tearing down mlflow's modules (~0.2 s,
+    # which whoever reads the trainer's stderr, this process's too, would wait for).
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
