@@ -114,3 +114,12 @@ def test_import_runner_is_cheap():
     code = "import runner, sys; print(sorted(m for m in ('hydra', 'torch', 'mlflow', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_failed_run_raises_and_a_sweep_with_a_failed_job_returns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(runner.RunFailed, match=r"^diverged at epoch 23: loss = inf \(run \w+, marked FAILED\)$"):
+        runner.run("gd_vs_sgd", lr=1e6)
+    s = runner.sweep("gd_vs_sgd", lr=[0.01, 1e6])
+    assert list(s.jobs["status"]) == ["FINISHED", "FAILED"] and s.summary.startswith("sweep: 1 of 2 jobs ok")
+    assert len(s.failed) == 1 and "diverged at epoch 23" in s.failed[0]
