@@ -16,8 +16,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import first_line
-from runner.tracking import service
-from runner.tracking.store import check_uri, masked, resolve_uri, ui_base
+from runner.tracking import links, service
+from runner.tracking.store import check_uri, masked, resolve_uri
 
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep dir: how jobs on other hosts find the parent
 SWEPT_FILE = "swept_keys.json"  # in the sweep dir: the keys that vary, which name each job
@@ -46,6 +46,36 @@ def override_key(override: str) -> str:
 def param_name(key: str) -> str:
     """The param a command-line key lands in: a group's choice is its `.name`."""
     return f"{key}.name" if key in GROUPS else key
+
+
+# MLflow 3.17's Compare plots the first three params that differ, sorted as JS sorts strings
+# (capitals before lower case): each job repeats its swept values under this prefix so that they
+# come first, before the options that one optimizer has and another lacks (optim.betas ...).
+SWEPT_PREFIX = "Swept: "
+
+
+def swept_params(flat: Dict[str, Any], keys: List[str]) -> Dict[str, Any]:
+    """`Swept: optim.name` -> adam for each swept key of a job, from its logged params."""
+    return {SWEPT_PREFIX + param_name(k): flat[param_name(k)] for k in keys if param_name(k) in flat}
+
+
+def parent_name(preset: Optional[str], overrides: List[str], space: Dict[str, str]) -> str:
+    """`sweep optim=gd,sgd (gd_vs_sgd)`: what is swept right after `sweep`, so that two sweeps of
+    one preset differ within the 30 characters the runs table shows; then the fixed overrides."""
+    keys = [o for o in named(overrides) if override_key(o) in space]
+    fixed = [o for o in named(overrides) if override_key(o) not in space]
+    searched = [f"{k}={v}" for k, v in space.items() if k not in {override_key(o) for o in keys}]
+    head = " ".join(["sweep", *keys, *searched, *fixed])
+    return (f"{head} ({preset})" if preset else head)[:250]
+
+
+def seed_note(space: Dict[str, str], seeds: Dict[str, Tuple[float, float, int]]) -> Optional[str]:
+    """One line when a sweep over seeds got the same final_loss from every seed of every config."""
+    if "seed" not in space or not seeds or any(std != 0 for _, std, n in seeds.values() if n > 1):
+        return None
+    return ("note: the seed changes nothing here: every configuration gave the same final_loss for "
+            "each seed (this dataset and start are fixed; the seed moves only random data, init and "
+            "minibatch order)")
 
 
 def swept(config: DictConfig) -> Dict[str, str]:
@@ -97,8 +127,8 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         self.space = space = swept(config)
         preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
-        name = " ".join(["sweep", *([preset] if preset else []), *named(overrides)])
-        self.parent = self.tracker.start_run(uri, config.experiment_name, name[:250], {
+        name = parent_name(preset, overrides, space)
+        self.parent = self.tracker.start_run(uri, config.experiment_name, name, {
             "runner.sweep": "true", "runner.sweep_overrides": masked(" ".join(overrides))})
         self.parent.log_params({param_name(k): v for k, v in space.items()})
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -116,9 +146,10 @@ class SweepCallback(Callback):
         failed = [r for r in results if r not in done]
         SWEEP_FAILURES[:] = [f"{r['name']}: {r.get('reason') or r['status']}" for r in failed]
         link = self._save_view()
+        note = seed_note(self.space, over_seeds(done))
         tags = {"runner.jobs": len(results), "runner.failed_jobs": len(failed),
                 "mlflow.note.content": describe(results, self.parent.experiment_id, " ".join(
-                    config.hydra.overrides.task), link)}
+                    config.hydra.overrides.task), link, note)}
         if failed:
             tags["runner.failed"] = "; ".join(SWEEP_FAILURES)[:5000]
         reused = [r["run_id"] for r in done if r["status"] == "SKIPPED"]
@@ -138,6 +169,8 @@ class SweepCallback(Callback):
         print(f"sweep: {len(done)} of {len(results)} jobs ok"
               + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
                  if done else "") + f"; parent run {self.parent.id}; charts: {link}")
+        if note:
+            print(note)
 
     def _save_view(self) -> str:
         """A saved view of this sweep in MLflow's UI (its "Views" menu; an experiment tag): only
@@ -147,8 +180,7 @@ class SweepCallback(Callback):
         params = [param_name(k) for k in sorted(self.space)]
         self.parent.set_experiment_tag(f"mlflow.sharedViewState.{key}",
                                        json.dumps(saved_view(self.parent.name, self.parent.id, params)))
-        return (f"{ui_base(self.parent.uri)}/#/experiments/{self.parent.experiment_id}/runs"
-                f"?viewStateShareKey={key}&compareRunsMode=CHART&workflowType=machine_learning")
+        return links.runs_link(links.ui_base(self.parent.uri), self.parent.experiment_id, key, charts=True)
 
     def _log_overlay(self, results: List[Dict[str, Any]]) -> None:
         """sweep_loss_curves.png on the parent: every job's loss curve in one plot."""
@@ -170,7 +202,12 @@ class SweepCallback(Callback):
 def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
     """The UI state MLflow 3.17's experiment page keeps in a `mlflow.sharedViewState.*` tag."""
     section = "sec-sweep"
-    charts = [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
+    # first every job's loss curve overlaid, on a log axis (losses here span decades)
+    charts = [{"uuid": "curves", "type": "LINE", "runsCountToCompare": 100, "metricSectionId": section,
+               "deleted": False, "isGenerated": False, "metricKey": "loss", "selectedMetricKeys": ["loss"],
+               "scaleType": "log", "xAxisKey": "step", "xAxisScaleType": "linear", "lineSmoothness": 0,
+               "range": {}, "displayPoints": False}]
+    charts += [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
                "deleted": False, "isGenerated": False, "xaxis": {"key": p, "type": "PARAM"},
                "yaxis": {"key": "final_loss", "type": "METRIC"}} for p in params]
     charts.append({"uuid": "parallel", "type": "PARALLEL", "runsCountToCompare": 100, "metricSectionId": section,
@@ -181,14 +218,15 @@ def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
              "selectedColumns": [f"params.`{p}`" for p in params] + ["metrics.`final_loss`",
                                                                    "attributes.`Dataset`", "attributes.`Models`"],
              "runsHiddenMode": "SHOW_ALL",
-             "compareRunSections": [{"uuid": section, "name": "final_loss against what the sweep varies",
+             "compareRunSections": [{"uuid": section, "name": "The sweep: loss curves; final_loss against what it varies",
                                      "display": True, "isReordered": False, "deleted": False, "isGenerated": False}],
              "compareRunCharts": charts}
     now = int(time.time() * 1000)
     return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
 
 
-def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str) -> str:
+def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str,
+             note: Optional[str] = None) -> str:
     """The parent's description (markdown, shown on its run page): the children ranked by
     final_loss, each a link to its run; failures last; the mean and spread over seeds; the link
     to the sweep's charts."""
@@ -196,7 +234,7 @@ def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, ch
                                             sort_loss(r.get("final_loss"))))
     ok = sum(r["status"] in ("FINISHED", "SKIPPED") for r in results)
     lines = [f"Sweep `python -m runner -m {command}`: {ok} of {len(results)} jobs finished, "
-             "ranked by `final_loss` (lower is better).", "",
+             "ranked by `final_loss` (lower is better).", "", *([note[0].upper() + note[1:], ""] if note else []),
              "| rank | run | final_loss | status |", "|---:|---|---:|---|"]
     for i, r in enumerate(ranked, 1):
         run = f"[{r['name']}]({run_link(experiment_id, r['run_id'])})" if r.get("run_id") else r["name"]
