@@ -55,7 +55,7 @@ def _sqlite_file(uri: str) -> Optional[Path]:
 
 
 def experiment_links(uri: str, base: str) -> List[str]:
-    """'NAME: LINK' for each experiment of a sqlite store that has runs, newest first."""
+    """'NAME: LINK' for each experiment of a sqlite store that has runs, the latest run's first."""
     db = _sqlite_file(uri)
     if db is None or not db.is_file():
         return []
@@ -63,10 +63,10 @@ def experiment_links(uri: str, base: str) -> List[str]:
 
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         rows = con.execute(
-            "SELECT e.experiment_id, e.name FROM experiments e WHERE e.lifecycle_stage = 'active' "
-            "AND EXISTS (SELECT 1 FROM runs r WHERE r.experiment_id = e.experiment_id) "
-            "ORDER BY e.last_update_time DESC").fetchall()
-    return [f"  {name}: {runs_link(base, str(eid))}" for eid, name in rows]
+            "SELECT e.experiment_id, e.name, MAX(r.start_time) AS latest FROM experiments e "
+            "JOIN runs r ON r.experiment_id = e.experiment_id WHERE e.lifecycle_stage = 'active' "
+            "GROUP BY e.experiment_id, e.name ORDER BY latest DESC").fetchall()
+    return [f"  {name}: {runs_link(base, str(eid))}" for eid, name, _ in rows]
 
 
 def serve(argv: Optional[List[str]] = None) -> None:
@@ -82,7 +82,11 @@ def serve(argv: Optional[List[str]] = None) -> None:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base = f"http://{shown}:{args.port}"
     (db.parent / UI_URL_FILE).write_text(base + "\n")
-    print(f"MLflow UI (model training): {base}/#/experiments?{TRAINING}")
+    # The list's own URL without workflowType: only there does one press of "Model training"
+    # store it in the browser (with it in the URL the switch already shows it and a press does
+    # nothing), and from then on a click on an experiment opens its runs.
+    print(f"MLflow UI: {base}/#/experiments  (press \"Model training\" at the top left once; "
+          "the browser keeps it)")
     lines = experiment_links(uri, base)
     if lines:
         print("Each experiment's runs, in one click:", *lines, sep="\n")

@@ -73,9 +73,8 @@ def seed_note(space: Dict[str, str], seeds: Dict[str, Tuple[float, float, int]])
     """One line when a sweep over seeds got the same final_loss from every seed of every config."""
     if "seed" not in space or not seeds or any(std != 0 for _, std, n in seeds.values() if n > 1):
         return None
-    return ("note: the seed changes nothing here: every configuration gave the same final_loss for "
-            "each seed (this dataset and start are fixed; the seed moves only random data, init and "
-            "minibatch order)")
+    return ("note: the seed changes nothing here (fixed data and start): each configuration gave "
+            "the same final_loss for every seed")
 
 
 def swept(config: DictConfig) -> Dict[str, str]:
