@@ -70,9 +70,9 @@ def task(cfg: DictConfig) -> Optional[float]:
         sweeps.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason,
                                                     "swept": varying})
         return None
-    print(result.summary(cfg), flush=True)
     if not sweep and result.link:  # a sweep prints one link at its end, to all of its jobs
-        print(f"open: {result.link}", flush=True)
+        print(f"open: {result.link}", flush=True)  # before the summary, which stays the last line
+    print(result.summary(cfg), flush=True)
     if sweep:
         sweeps.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})
     return result.final_loss
