@@ -7,7 +7,6 @@ import math
 import re
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -178,7 +177,7 @@ class SweepCallback(Callback):
         key = f"sweep-{self.parent.id[:12]}"
         params = [param_name(k) for k in sorted(self.space)]
         self.parent.set_experiment_tag(f"mlflow.sharedViewState.{key}",
-                                       json.dumps(saved_view(self.parent.name, self.parent.id, params)))
+                                       json.dumps(links.saved_view(self.parent.name, self.parent.id, params)))
         return links.runs_link(links.ui_base(self.parent.uri), self.parent.experiment_id, key, charts=True)
 
     def _log_overlay(self, results: List[Dict[str, Any]]) -> None:
@@ -196,32 +195,6 @@ class SweepCallback(Callback):
             with tempfile.TemporaryDirectory() as tmp:
                 plots.overlay(curves, Path(tmp) / "sweep_loss_curves.png", self.parent.name)
                 self.parent.log_artifacts(tmp)
-
-
-def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
-    """The UI state MLflow 3.17's experiment page keeps in a `mlflow.sharedViewState.*` tag."""
-    section = "sec-sweep"
-    # first every job's loss curve overlaid, on a log axis (losses here span decades)
-    charts = [{"uuid": "curves", "type": "LINE", "runsCountToCompare": 100, "metricSectionId": section,
-               "deleted": False, "isGenerated": False, "metricKey": "loss", "selectedMetricKeys": ["loss"],
-               "scaleType": "log", "xAxisKey": "step", "xAxisScaleType": "linear", "lineSmoothness": 0,
-               "range": {}, "displayPoints": False}]
-    charts += [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
-               "deleted": False, "isGenerated": False, "xaxis": {"key": p, "type": "PARAM"},
-               "yaxis": {"key": "final_loss", "type": "METRIC"}} for p in params]
-    charts.append({"uuid": "parallel", "type": "PARALLEL", "runsCountToCompare": 100, "metricSectionId": section,
-                   "deleted": False, "isGenerated": False, "selectedParams": params,
-                   "selectedMetrics": ["final_loss"], "showAllRuns": True})
-    state = {"orderByKey": "metrics.`final_loss`", "orderByAsc": True,
-             "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_id}'",
-             "selectedColumns": [f"params.`{p}`" for p in params] + ["metrics.`final_loss`",
-                                                                   "attributes.`Dataset`", "attributes.`Models`"],
-             "runsHiddenMode": "SHOW_ALL",
-             "compareRunSections": [{"uuid": section, "name": "The sweep: loss curves; final_loss against what it varies",
-                                     "display": True, "isReordered": False, "deleted": False, "isGenerated": False}],
-             "compareRunCharts": charts}
-    now = int(time.time() * 1000)
-    return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
 
 
 def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str,
