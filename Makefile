@@ -46,9 +46,11 @@ test-cluster: $(CLUSTER)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
+# Notes HOST:PORT beside mlflow.db (.mlflow-ui-url: the links a run prints read it), prints a link
+# to each experiment's runs (MLflow 3.17 opens a clicked experiment on its GenAI overview unless
+# the URL says workflowType=machine_learning), then runs `mlflow ui`. `make ui PORT=5001` too.
 ui: $(STAMP)
-	@echo "MLflow UI (model training view): http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"
-	.venv/bin/mlflow ui --host $(HOST) --port $(PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+	$(PY) -m runner.tracking.links --host $(HOST) --port $(PORT) --store $(CURDIR)/mlflow.db
 
 clean:
 	rm -rf .venv outputs multirun .pytest_cache

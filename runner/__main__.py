@@ -42,7 +42,7 @@ def task(cfg: DictConfig) -> Optional[float]:
     try:
         job = train.Job(launch_dir=hc.runtime.cwd, overrides=overrides, default_name=name,
                         job_num=hc.job.num if sweep else None, parent_run_id=parent_id, quiet=sweep,
-                        tracker=tracker)
+                        tracker=tracker, swept=list(swept_keys))
         result = train.run(cfg, job)
     except KeyboardInterrupt:
         if not submitted:
@@ -63,6 +63,8 @@ def task(cfg: DictConfig) -> Optional[float]:
         job_files.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason,
                                                        "swept": varying})
         return None
+    if not sweep and result.link:  # a sweep prints one link at its end, to all of its jobs
+        print(f"open: {result.link}", flush=True)  # before the summary, which stays the last line
     print(result.summary(cfg), flush=True)
     if sweep:
         job_files.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from runner.tracking import read, store
+from runner.naming import SWEPT_PREFIX
 from runner.config import UserError
 
 METRICS = ("final_loss", "train_seconds")
@@ -41,7 +42,9 @@ def table(runs: list, sort: str):
     final metrics, run id."""
     import pandas as pd
 
-    params = pd.DataFrame([r.data.params for r in runs])
+    # `Swept: KEY` repeats KEY for MLflow's Compare page (runner.tracking.sweep): not twice here
+    params = pd.DataFrame([{k: v for k, v in r.data.params.items() if not k.startswith(SWEPT_PREFIX)}
+                           for r in runs])
     differing = [c for c in params.columns if params[c].fillna("<unset>").nunique() > 1 or c == sort]
     df = params[differing].apply(_numeric_if_possible)
     df["status"] = [r.info.status for r in runs]

@@ -41,6 +41,22 @@ def varying(overrides: List[str], swept_keys: List[str]) -> Dict[str, str]:
     return {override_key(o): o.split("=", 1)[1] for o in overrides if override_key(o) in swept_keys}
 
 
-def sweep_name(preset: Optional[str], overrides: List[str]) -> str:
-    """The sweep's parent run: `sweep`, its preset, what its command line says it is about."""
-    return " ".join(["sweep", *([preset] if preset else []), *named(overrides)])[:250]
+# MLflow 3.17's Compare plots the first three params that differ, sorted as JS sorts strings
+# (capitals before lower case): each job repeats its swept values under this prefix so that they
+# come first, before the options that one optimizer has and another lacks (optim.betas ...).
+SWEPT_PREFIX = "Swept: "
+
+
+def swept_params(flat: Dict[str, Any], keys: List[str]) -> Dict[str, Any]:
+    """`Swept: optim.name` -> adam for each swept key of a job, from its logged params."""
+    return {SWEPT_PREFIX + param_name(k): flat[param_name(k)] for k in keys if param_name(k) in flat}
+
+
+def parent_name(preset: Optional[str], overrides: List[str], space: Dict[str, str]) -> str:
+    """`sweep optim=gd,sgd (gd_vs_sgd)`: what is swept right after `sweep`, so that two sweeps of
+    one preset differ within the 30 characters the runs table shows; then the fixed overrides."""
+    keys = [o for o in named(overrides) if override_key(o) in space]
+    fixed = [o for o in named(overrides) if override_key(o) not in space]
+    searched = [f"{k}={v}" for k, v in space.items() if k not in {override_key(o) for o in keys}]
+    head = " ".join(["sweep", *keys, *searched, *fixed])
+    return (f"{head} ({preset})" if preset else head)[:250]

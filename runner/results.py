@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from runner.tracking import read, store
-from runner.tracking.report import run_link
+from runner.tracking import links, read, store
 
 
 @dataclass
@@ -113,7 +112,7 @@ def load_run(uri: str, run_id: str, summary: str) -> RunResult:
     return RunResult(summary=summary, run_id=run_id, name=run.info.run_name,
                      experiment=client.get_experiment(exp_id).name, status=run.info.status,
                      final_loss=run.data.metrics.get("final_loss", float("nan")),
-                     link=f"{store.ui_base(uri)}/{run_link(exp_id, run_id)}?workflowType=machine_learning",
+                     link=links.run_link(links.ui_base(uri), exp_id, run_id),
                      metrics=dict(run.data.metrics), history=history(client, run),
                      figures=_figures(client, run_id))
 
@@ -127,5 +126,5 @@ def load_sweep(uri: str, parent_id: str, summary: str, sort: str = "final_loss")
     overlay = _figures(client, parent_id).get("sweep_loss_curves")
     failed = [f for f in parent.data.tags.get("runner.failed", "").split("; ") if f]
     return SweepResult(summary=summary, parent_run_id=parent_id, experiment=client.get_experiment(exp_id).name,
-                       link=f"{store.ui_base(uri)}/{run_link(exp_id, parent_id)}?workflowType=machine_learning",
+                       link=links.run_link(links.ui_base(uri), exp_id, parent_id),
                        jobs=table(read.children(client, parent), sort), figure=overlay, failed=failed)

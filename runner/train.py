@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from runner import config, data, keys, naming
-from runner.tracking import record, store
+from runner.tracking import links, record, store
 from runner.config import Diverged, Engine, UserError, check
 from runner.errors import note_run
 
@@ -28,6 +28,7 @@ class Job:
     launch_dir: str = "."
     overrides: List[str] = field(default_factory=list)
     default_name: str = ""  # "": naming.run_name(cfg)
+    swept: List[str] = field(default_factory=list)  # the sweep's keys: logged again as `Swept: KEY`
     job_num: Optional[int] = None
     parent_run_id: Optional[str] = None
     quiet: bool = False
@@ -44,6 +45,7 @@ class Result:
     curve: List[Tuple[int, float]]
     train_seconds: float = 0.0
     extra: Dict[str, float] = field(default_factory=dict)  # gap, test_accuracy, grad_check
+    link: str = ""  # the run's page in MLflow's UI
 
     def summary(self, cfg: Any) -> str:
         extra = "".join(f" {k}={v:.6g}{self._verdict(k, v)}" for k, v in self.extra.items())
@@ -98,7 +100,8 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     name = cfg.run_name or job.default_name or naming.run_name(cfg)
     mlrun = tracker.start_run(uri, cfg.experiment_name, name, _tags(cfg, digest, job))
     try:
-        mlrun.log_params(record.params(resolved))
+        flat = record.params(resolved)
+        mlrun.log_params({**flat, **naming.swept_params(flat, job.swept)})
         mlrun.log_dataset(dataset.name, dataset.source, dataset.X, dataset.y)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.yaml").write_text(store.masked(OmegaConf.to_yaml(resolved)))
@@ -115,9 +118,10 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         mlrun.end(e)
         note_run(e, mlrun.id)  # the error message names the run it closed
         raise
+    link = links.run_link(links.ui_base(uri), mlrun.experiment_id, mlrun.id)  # asks the open run
     mlrun.end()
     return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, trace.seconds,
-                  trace.extra)
+                  trace.extra, link)
 
 
 def validate(cfg: Any, job: Job):

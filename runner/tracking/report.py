@@ -3,10 +3,11 @@ seeds (mean and spread of final_loss for each configuration)."""
 import math
 import re
 import statistics
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 
-def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str) -> str:
+def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, charts: str,
+             note: Optional[str] = None) -> str:
     """The parent's description (markdown, shown on its run page): the children ranked by
     final_loss, each a link to its run; failures last; the mean and spread over seeds; the link
     to the sweep's charts."""
@@ -14,7 +15,7 @@ def describe(results: List[Dict[str, Any]], experiment_id: str, command: str, ch
                                             sort_loss(r.get("final_loss"))))
     ok = sum(r["status"] in ("FINISHED", "SKIPPED") for r in results)
     lines = [f"Sweep `python -m runner -m {command}`: {ok} of {len(results)} jobs finished, "
-             "ranked by `final_loss` (lower is better).", "",
+             "ranked by `final_loss` (lower is better).", "", *([note[0].upper() + note[1:], ""] if note else []),
              "| rank | run | final_loss | status |", "|---:|---|---:|---|"]
     for i, r in enumerate(ranked, 1):
         run = f"[{r['name']}]({run_link(experiment_id, r['run_id'])})" if r.get("run_id") else r["name"]
@@ -60,3 +61,11 @@ def over_seeds(done: List[Dict[str, Any]]) -> Dict[str, Tuple[float, float, int]
 
 def sort_loss(value: Any) -> float:
     return value if isinstance(value, (int, float)) and value == value else float("inf")
+
+
+def seed_note(space: Dict[str, str], seeds: Dict[str, Tuple[float, float, int]]) -> Optional[str]:
+    """One line when a sweep over seeds got the same final_loss from every seed of every config."""
+    if "seed" not in space or not seeds or any(std != 0 for _, std, n in seeds.values() if n > 1):
+        return None
+    return ("note: the seed changes nothing here (fixed data and start): each configuration gave "
+            "the same final_loss for every seed")

@@ -12,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import naming, session
 from runner.errors import first_line
-from runner.tracking import service
+from runner.tracking import links, service
 from runner.tracking.job_files import PARENT_FILE, RESULT_FILE, SWEPT_FILE, job_results
-from runner.tracking.report import describe, metric_safe, over_seeds, sort_loss
-from runner.tracking.store import check_uri, masked, resolve_uri, ui_base
+from runner.tracking.report import describe, metric_safe, over_seeds, seed_note, sort_loss
+from runner.tracking.store import check_uri, masked, resolve_uri
 from runner.tracking.view import saved_view
 
 
@@ -60,7 +60,7 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         self.space = space = swept(config)
         preset = OmegaConf.select(config, "hydra.runtime.choices.experiment")
-        name = naming.sweep_name(preset, overrides)
+        name = naming.parent_name(preset, overrides, space)
         self.parent = self.tracker.start_run(uri, config.experiment_name, name, {
             "runner.sweep": "true", "runner.sweep_overrides": masked(" ".join(overrides))})
         self.parent.log_params({naming.param_name(k): v for k, v in space.items()})
@@ -79,9 +79,10 @@ class SweepCallback(Callback):
         failed = [r for r in results if r not in done]
         self.failures = [f"{r['name']}: {r.get('reason') or r['status']}" for r in failed]
         link = self._save_view()
+        note = seed_note(self.space, over_seeds(done))
         tags = {"runner.jobs": len(results), "runner.failed_jobs": len(failed),
                 "mlflow.note.content": describe(results, self.parent.experiment_id, " ".join(
-                    config.hydra.overrides.task), link)}
+                    config.hydra.overrides.task), link, note)}
         if failed:
             tags["runner.failed"] = "; ".join(self.failures)[:5000]
         reused = [r["run_id"] for r in done if r["status"] == "SKIPPED"]
@@ -101,6 +102,8 @@ class SweepCallback(Callback):
         print(f"sweep: {len(done)} of {len(results)} jobs ok"
               + (f", best {best['name']} final_loss={best['final_loss']:.6g} run {best['run_id']}"
                  if done else "") + f"; parent run {self.parent.id}; charts: {link}")
+        if note:
+            print(note)
 
     def _save_view(self) -> str:
         """A saved view of this sweep in MLflow's UI (its "Views" menu; an experiment tag): only
@@ -110,8 +113,7 @@ class SweepCallback(Callback):
         params = [naming.param_name(k) for k in sorted(self.space)]
         self.parent.set_experiment_tag(f"mlflow.sharedViewState.{key}",
                                        json.dumps(saved_view(self.parent.name, self.parent.id, params)))
-        return (f"{ui_base(self.parent.uri)}/#/experiments/{self.parent.experiment_id}/runs"
-                f"?viewStateShareKey={key}&compareRunsMode=CHART&workflowType=machine_learning")
+        return links.runs_link(links.ui_base(self.parent.uri), self.parent.experiment_id, key, charts=True)
 
     def _log_overlay(self, results: List[Dict[str, Any]]) -> None:
         """sweep_loss_curves.png on the parent: every job's loss curve in one plot."""

@@ -7,7 +7,12 @@ from typing import Any, Dict, List
 def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
     """The UI state MLflow 3.17's experiment page keeps in a `mlflow.sharedViewState.*` tag."""
     section = "sec-sweep"
-    charts = [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
+    # first every job's loss curve overlaid, on a log axis (losses here span decades)
+    charts = [{"uuid": "curves", "type": "LINE", "runsCountToCompare": 100, "metricSectionId": section,
+               "deleted": False, "isGenerated": False, "metricKey": "loss", "selectedMetricKeys": ["loss"],
+               "scaleType": "log", "xAxisKey": "step", "xAxisScaleType": "linear", "lineSmoothness": 0,
+               "range": {}, "displayPoints": False}]
+    charts += [{"uuid": f"scatter-{p}", "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section,
                "deleted": False, "isGenerated": False, "xaxis": {"key": p, "type": "PARAM"},
                "yaxis": {"key": "final_loss", "type": "METRIC"}} for p in params]
     charts.append({"uuid": "parallel", "type": "PARALLEL", "runsCountToCompare": 100, "metricSectionId": section,
@@ -18,7 +23,7 @@ def saved_view(name: str, parent_id: str, params: List[str]) -> Dict[str, Any]:
              "selectedColumns": [f"params.`{p}`" for p in params] + ["metrics.`final_loss`",
                                                                    "attributes.`Dataset`", "attributes.`Models`"],
              "runsHiddenMode": "SHOW_ALL",
-             "compareRunSections": [{"uuid": section, "name": "final_loss against what the sweep varies",
+             "compareRunSections": [{"uuid": section, "name": "The sweep: loss curves; final_loss against what it varies",
                                      "display": True, "isReordered": False, "deleted": False, "isGenerated": False}],
              "compareRunCharts": charts}
     now = int(time.time() * 1000)
