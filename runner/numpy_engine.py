@@ -5,11 +5,13 @@ Weights are stored as the maths reads (x·w1), so w1 is the transpose of torch's
 an mlp's layer i has weights w{i} and bias b{i}, counted from 1 at the input.
 """
 import math
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from runner import config
+from runner import trace as tr
 from runner.config import Diverged, hidden_sizes
 
 Params = Dict[str, np.ndarray]
@@ -136,3 +138,38 @@ def train_loop(p: Params, X: np.ndarray, y: np.ndarray, loss: str, lr: float, ep
             if epoch % log_every == 0 or epoch == epochs:
                 record(epoch)
     return curve
+
+
+# ---- the run: what train.run calls for engine=numpy ----------------------------------------------
+def run(cfg: Any, dataset: Any, log: tr.Log, set_tags, device=None, quiet: bool = False) -> tr.Trace:
+    """The same experiment on the numpy engine: hand-written forward, backward and update."""
+    set_tags({"runner.device_resolved": "cpu (numpy)"})
+    dtype = np.dtype(str(cfg.dtype))
+    X, y = dataset.X.astype(dtype), dataset.y.astype(dtype)
+    p = {k: v.astype(dtype) for k, v in
+         init(cfg.model, X.shape[1], y.shape[1], np.random.default_rng(cfg.seed)).items()}
+    loss = cfg.loss
+    optimum = None
+    if isinstance(cfg.model, config.LineModel):  # the same closed form, in numpy
+        A = np.hstack([X, np.ones((len(X), 1))]) if cfg.model.bias else X
+        optimum = tr.optimum(cfg, lambda: loss_value(loss, A @ np.linalg.lstsq(A, y, rcond=None)[0], y))
+    trace = tr.Trace()
+
+    def on_record(epoch: int, value: float, params) -> None:
+        tr.record_point(trace, log, epoch, value, _numpy_line(params), optimum)
+
+    start = time.perf_counter()
+    activation = getattr(cfg.model, "activation", "relu")  # mlp only
+    train_loop(p, X, y, loss, cfg.lr, cfg.epochs, cfg.optim.batch_size, cfg.log_every, on_record,
+               activation)
+    trace.seconds = time.perf_counter() - start
+    trace.line, trace.state = _numpy_line(p), p
+    return trace
+
+
+def _numpy_line(p: dict) -> Optional[Tuple[float, float]]:
+    """(w, b) of a one-input, one-output numpy line, else None (as models.slope_intercept)."""
+    w = p.get("w")
+    if w is None or w.size != 1:
+        return None
+    return float(w.reshape(())), float(p["b"].reshape(())) if "b" in p else 0.0

@@ -211,13 +211,13 @@ def test_out_of_gpu_memory_is_one_line_naming_the_run():
 
 
 def test_divergence_guard_on_a_gpu_reads_losses_in_windows_and_still_names_the_epoch():
-    """The GPU path of train._Guard (exercised for real in test_cuda.py), on cpu tensors."""
+    """The GPU path of torch_engine._Guard (exercised for real in test_cuda.py), on cpu tensors."""
     from types import SimpleNamespace
 
     import torch
 
     from runner.config import Diverged
-    from runner.train import _Guard
+    from runner.torch_engine import _Guard
 
     guard = _Guard(SimpleNamespace(type="cuda"))
     losses = [1.0, 2.0, 4.0, float("inf"), float("nan")]
