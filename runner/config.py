@@ -176,6 +176,86 @@ class AdamOptim(OptimBase):
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
+# The optimizer lab's options (issue 19): each has its own hyperparameters and no others, so
+# only those are logged as params. torch.optim's defaults, except adamw's (the same).
+@dataclass
+class MomentumOptim(OptimBase):
+    name: str = "momentum"  # heavy ball: v <- momentum*v + g; p <- p - lr*v (torch.optim.SGD)
+    momentum: float = 0.9
+
+
+@dataclass
+class NesterovOptim(MomentumOptim):
+    name: str = "nesterov"  # torch.optim.SGD(nesterov=True): the gradient at the look-ahead point
+
+
+@dataclass
+class RmspropOptim(OptimBase):
+    name: str = "rmsprop"
+    alpha: float = 0.99  # the decay of the running mean of g²
+    eps: float = 1e-8
+
+
+@dataclass
+class AdagradOptim(OptimBase):
+    name: str = "adagrad"
+    eps: float = 1e-10
+
+
+@dataclass
+class AdamwOptim(AdamOptim):
+    name: str = "adamw"
+    eps: float = 1e-8
+    weight_decay: float = 0.01  # decoupled: p <- p*(1 - lr*weight_decay) before Adam's step
+
+
+# ---- objective: the optimizer lab's functions to minimise (replace dataset and model) -------
+@dataclass
+class ObjectiveBase:
+    name: str = MISSING
+    start: List[float] = MISSING  # the start point, one number per coordinate
+    bounds: List[List[float]] = MISSING  # the plots' box: one [lo, hi] per coordinate
+    noise: float = 0.0  # std of Gaussian noise added to each gradient coordinate (SGD-like)
+
+
+@dataclass
+class ParabolaObjective(ObjectiveBase):
+    name: str = "parabola"  # (x - center)²
+    start: List[float] = field(default_factory=lambda: [0.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-1.0, 11.0]])
+    center: float = 5.0
+
+
+@dataclass
+class X2sinxObjective(ObjectiveBase):
+    name: str = "x2sinx"  # x²·sin(x)
+    start: List[float] = field(default_factory=lambda: [3.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-10.0, 10.0]])
+
+
+@dataclass
+class SaddleObjective(ObjectiveBase):
+    name: str = "saddle"  # x² - y²
+    start: List[float] = field(default_factory=lambda: [1.0, 0.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-1.5, 1.5], [-1.5, 1.5]])
+
+
+@dataclass
+class RosenbrockObjective(ObjectiveBase):
+    name: str = "rosenbrock"  # (a - x)² + b·(y - x²)²
+    start: List[float] = field(default_factory=lambda: [-1.5, 2.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-2.0, 2.0], [-1.0, 3.0]])
+    a: float = 1.0
+    b: float = 100.0
+
+
+@dataclass
+class BealeObjective(ObjectiveBase):
+    name: str = "beale"
+    start: List[float] = field(default_factory=lambda: [1.0, 1.5])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-4.5, 4.5], [-4.5, 4.5]])
+
+
 # ---- device, tracking, top level -----------------------------------------------------------
 @dataclass
 class DeviceConfig:
@@ -193,6 +273,7 @@ class Config:
     dataset: Any = MISSING
     model: Any = MISSING
     optim: Any = MISSING
+    objective: Any = None  # set: the optimizer lab minimises it; dataset and model do not apply
     device: DeviceConfig = field(default_factory=DeviceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Full-batch gd on the default data (2 features, unit variance) is stable for lr < ~1; at 0.1
@@ -229,7 +310,9 @@ def register() -> None:
     for group, nodes in {
         "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset, DigitsDataset, MnistDataset],
         "model": [LineModel, LinearModel, MlpModel],
-        "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim],
+        "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim,
+                  MomentumOptim, NesterovOptim, RmspropOptim, AdagradOptim, AdamwOptim],
+        "objective": [ParabolaObjective, X2sinxObjective, SaddleObjective, RosenbrockObjective, BealeObjective],
     }.items():
         for node in nodes:
             cs.store(group=f"schema/{group}", name=node.name, node=node)
@@ -320,5 +403,11 @@ def check(cfg: Any) -> None:
     if "betas" in o:
         _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas",
                  list(o.betas), "must be two numbers in [0, 1)")
+    if "alpha" in o:  # the lab's options (rmsprop, adagrad, adamw)
+        _require(0 < o.alpha < 1, "optim.alpha", o.alpha, "must be in (0, 1)")
+    if "eps" in o:
+        _require(o.eps > 0, "optim.eps", o.eps, "must be > 0")
+    if "weight_decay" in o:
+        _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     _require(cfg.device.index is None or cfg.device.index >= 0, "device.index", cfg.device.index,
              "must be >= 0 (or null)")

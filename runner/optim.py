@@ -31,7 +31,20 @@ def build(o: Any, params: List[torch.Tensor], lr: float):
         return torch.optim.SGD(params, lr=lr, momentum=o.momentum)
     if o.name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas))
-    raise UserError(f"optim.name={o.name!r}: must be one of gd, sgd, minibatch, adam")
+    lab = _LAB.get(o.name)
+    if lab is not None:
+        return lab(o, params, lr)
+    raise UserError(f"optim.name={o.name!r}: must be one of gd, sgd, minibatch, adam, {', '.join(_LAB)}")
+
+
+_LAB = {  # the optimizer lab's options (issue 19), on objectives and on every dataset and model
+    "momentum": lambda o, ps, lr: torch.optim.SGD(ps, lr=lr, momentum=o.momentum),
+    "nesterov": lambda o, ps, lr: torch.optim.SGD(ps, lr=lr, momentum=o.momentum, nesterov=True),
+    "rmsprop": lambda o, ps, lr: torch.optim.RMSprop(ps, lr=lr, alpha=o.alpha, eps=o.eps),
+    "adagrad": lambda o, ps, lr: torch.optim.Adagrad(ps, lr=lr, eps=o.eps),
+    "adamw": lambda o, ps, lr: torch.optim.AdamW(ps, lr=lr, betas=tuple(o.betas), eps=o.eps,
+                                                 weight_decay=o.weight_decay),
+}
 
 
 def batches(X: torch.Tensor, y: torch.Tensor, batch_size: Optional[int], shuffle: bool,

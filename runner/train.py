@@ -82,6 +82,10 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     before any run exists; Diverged when the loss blows up; either way the MLflow run is closed,
     never left RUNNING."""
     job = job or Job()
+    if cfg.get("objective") is not None:  # the optimizer lab: no data, no model
+        from runner import lab
+
+        return lab.run(cfg, job)
     tracker = job.tracker or record.Tracker()
     dataset, uri, device = validate(cfg, job)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -125,7 +129,8 @@ def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
     if varying:
         return ",".join(f"{k}={v}" for k, v in varying.items())
     rest = ",".join(sweep.named(overrides))
-    head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
+    what = cfg.objective.name if cfg.get("objective") is not None else cfg.model.name
+    head = preset or ("" if rest else f"{what} {cfg.optim.name}")
     return " ".join(part for part in (head, rest) if part)[:250]
 
 

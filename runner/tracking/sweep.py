@@ -22,7 +22,7 @@ from runner.tracking.store import check_uri, masked, resolve_uri, ui_base
 PARENT_FILE = "mlflow_parent_run_id"  # in the sweep dir: how jobs on other hosts find the parent
 SWEPT_FILE = "swept_keys.json"  # in the sweep dir: the keys that vary, which name each job
 RESULT_FILE = "result.json"  # in each job's dir: what the parent summarises at the end
-GROUPS = ("dataset", "model", "optim", "device")  # `optim=adam` is the param `optim.name`
+GROUPS = ("dataset", "model", "optim", "device", "objective")  # `optim=adam` is the param `optim.name`
 SWEEP_FAILURES: List[str] = []  # set by SweepCallback in the launching process, read by __main__
 ACTIVE_PARENT: list = []  # the open parent run, so an aborted sweep can close it
 
@@ -164,6 +164,9 @@ class SweepCallback(Callback):
         if curves:
             with tempfile.TemporaryDirectory() as tmp:
                 plots.overlay(curves, Path(tmp) / "sweep_loss_curves.png", self.parent.name)
+                from runner import lab_plots  # the optimizer lab: every child's path on one contour
+
+                lab_plots.sweep_paths(results, Path(tmp), self.parent.name)
                 self.parent.log_artifacts(tmp)
 
 
