@@ -28,7 +28,7 @@ def path(objective: Objective, bounds: Sequence[Sequence[float]], paths: Dict[st
 
 def _curve(ax: Any, objective: Objective, box: Sequence[float], paths: Dict[str, Sequence]) -> None:
     x = np.linspace(box[0], box[1], 800)
-    ax.plot(x, objective.f([x], np), color="0.4", lw=1, label=objective.name)
+    ax.plot(x, objective.f([x], np), color="0.4", lw=1, label="f")
     for i, (label, pts) in enumerate(paths.items()):
         xs = np.array([p[0] for p in pts])
         ys = objective.f([xs], np)
