@@ -164,3 +164,49 @@ def test_thin_keeps_the_ends():
     short = lab.thin(path, 1000)
     assert len(short) == 1000 and short[0] == path[0] and short[-1] == path[-1]
     assert lab.thin(path[:5]) == path[:5]
+
+
+# ---- the new optimizers on a dataset and model, against torch.optim itself ------------------
+TORCH = {"momentum": lambda ps, lr: __import__("torch").optim.SGD(ps, lr=lr, momentum=0.9),
+         "nesterov": lambda ps, lr: __import__("torch").optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True),
+         "rmsprop": lambda ps, lr: __import__("torch").optim.RMSprop(ps, lr=lr, alpha=0.99, eps=1e-8),
+         "adagrad": lambda ps, lr: __import__("torch").optim.Adagrad(ps, lr=lr, eps=1e-10),
+         "adamw": lambda ps, lr: __import__("torch").optim.AdamW(ps, lr=lr, eps=1e-8, weight_decay=0.01)}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_optimizer_on_a_line_matches_torch_optim(name):
+    """optim=NAME on the one-input line (analytic gradients, full batch, float64) for 30
+    epochs: w and b at every epoch equal a plain autograd loop with torch.optim's optimizer."""
+    import torch
+    from omegaconf import OmegaConf
+    from conftest import make_cfg
+    from runner import data, train
+    from runner.tracking import record
+
+    cfg = make_cfg("model=line", f"optim={name}", "dataset.weights=[2.0]", "dataset.n_samples=50",
+                   "dtype=float64", "epochs=30", "lr=0.05")
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    ds = data.build(cfg, cfg.seed)
+    logged = {}
+    train.torch_train(cfg, resolved, ds, lambda k, v, s: logged.setdefault(k, {}).update({s: v}),
+                      lambda tags: None, torch.device("cpu"))
+    X, y = torch.tensor(ds.X), torch.tensor(ds.y)
+    w, b = torch.zeros(1, 1, dtype=X.dtype, requires_grad=True), torch.zeros(1, dtype=X.dtype, requires_grad=True)
+    opt = TORCH[name]([w, b], 0.05)
+    expected = []
+    for _ in range(30):
+        opt.zero_grad()
+        ((X @ w + b - y) ** 2).mean().backward()
+        opt.step()
+        expected.append((w.item(), b.item()))
+    got = [[logged[k][s] for s in range(1, 31)] for k in ("w", "b")]
+    assert max(abs(a - e) for k in range(2) for a, e in zip(got[k], [p[k] for p in expected])) <= 1e-12
+    assert expected[-1] != expected[0]
+    # its own hyperparameters, and no other option's, among the params
+    optim_params = {k for k in record.params(resolved) if k.startswith("optim.")}
+    assert optim_params == {"optim.name", "optim.batch_size", "optim.shuffle", *(f"optim.{h}" for h in _HYPER[name])}
+
+
+_HYPER = {"momentum": ["momentum"], "nesterov": ["momentum"], "rmsprop": ["alpha", "eps"],
+          "adagrad": ["eps"], "adamw": ["betas", "eps", "weight_decay"]}
