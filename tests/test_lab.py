@@ -210,3 +210,70 @@ def test_optimizer_on_a_line_matches_torch_optim(name):
 
 _HYPER = {"momentum": ["momentum"], "nesterov": ["momentum"], "rmsprop": ["alpha", "eps"],
           "adagrad": ["eps"], "adamw": ["betas", "eps", "weight_decay"]}
+
+
+# ---- from the CLI: the presets, divergence, a sweep's overlay --------------------------------
+def _runs(uri):
+    from conftest import all_runs
+    return all_runs(uri, "lab")
+
+
+def test_parabola_preset_runs_and_logs_every_step(tmp_path, monkeypatch, capsys):
+    from conftest import cli_in_process, client_for
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = cli_in_process("experiment=parabola", f"tracking.uri={uri}", cwd=tmp_path, monkeypatch=monkeypatch,
+                         capsys=capsys)
+    assert out.returncode == 0, out.stderr
+    (run,) = _runs(uri)
+    client = client_for(uri)
+    xs = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "x"))
+    assert [s for s, _ in xs] == list(range(61))
+    assert max(abs(x - (5 - 5 * 0.8 ** k)) for k, x in xs) <= 1e-12  # the closed form, through MLflow
+    assert run.data.tags["runner.objective"] == "parabola" and "runner.dataset" not in run.data.tags
+    params = run.data.params
+    assert params["objective.name"] == "parabola" and params["objective.center"] == "5.0"
+    assert not any(k.startswith(("dataset.", "model.")) or k in ("optim.batch_size", "loss_fn") for k in params)
+    assert {"x", "f", "grad_norm", "gap", "final_loss"} <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"path.png", "loss_curve.png", "config.yaml"}
+    assert "objective=parabola optim=gd" in out.stdout
+
+
+def test_too_large_an_lr_on_the_parabola_fails_with_the_step(tmp_path, monkeypatch, capsys):
+    from conftest import cli_in_process
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = cli_in_process("experiment=parabola", "lr=1.5", "epochs=2000", f"tracking.uri={uri}", cwd=tmp_path,
+                         monkeypatch=monkeypatch, capsys=capsys)
+    first = next(k for k in range(2000) if 25.0 * 4.0 ** k == math.inf)
+    assert out.returncode == 1 and f"diverged at epoch {first}: f = inf" in out.stderr
+    (run,) = _runs(uri)
+    assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("args,key", [(("objective.start=[1.0,2.0]",), "objective.start"),
+                                      (("optim.batch_size=4",), "optim.batch_size"),
+                                      (("optim=rmsprop", "optim.alpha=1.5"), "optim.alpha"),
+                                      (("optim.momentum=0.5",), "optim.momentum")])
+def test_bad_input_is_one_line_exit_2_and_no_store(args, key, tmp_path, monkeypatch, capsys):
+    from conftest import cli_in_process
+
+    out = cli_in_process("experiment=parabola", *args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert out.returncode == 2 and out.stderr.startswith(f"error: {key}"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
+
+
+def test_sweep_overlays_every_path_on_the_parent(tmp_path, monkeypatch, capsys):
+    """The textbook's "different solvers" figure: one contour with each child's path, on the
+    sweep's parent run."""
+    from conftest import cli_in_process, client_for
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = cli_in_process("-m", "experiment=rosenbrock", "optim=gd,momentum,rmsprop,adam", "epochs=300",
+                         f"tracking.uri={uri}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert out.returncode == 0, out.stderr
+    runs = _runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get("runner.sweep") == "true"]
+    children = [r for r in runs if r is not parent]
+    assert sorted(r.data.params["optim.name"] for r in children) == ["adam", "gd", "momentum", "rmsprop"]
+    assert "sweep_paths.png" in {a.path for a in client_for(uri).list_artifacts(parent.info.run_id)}
