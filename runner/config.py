@@ -11,6 +11,7 @@ from typing import Any, List, Optional, Tuple
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, ListConfig, OmegaConf
 
+from runner import objectives
 from runner.errors import Diverged, Terminated, UserError  # noqa: F401 (re-exported)
 
 
@@ -209,53 +210,6 @@ class AdamwOptim(AdamOptim):
     weight_decay: float = 0.01  # decoupled: p <- p*(1 - lr*weight_decay) before Adam's step
 
 
-# ---- objective: the optimizer lab's functions to minimise (replace dataset and model) -------
-@dataclass
-class ObjectiveBase:
-    name: str = MISSING
-    start: List[float] = MISSING  # the start point, one number per coordinate
-    bounds: List[List[float]] = MISSING  # the plots' box: one [lo, hi] per coordinate
-    noise: float = 0.0  # std of Gaussian noise added to each gradient coordinate (SGD-like)
-
-
-@dataclass
-class ParabolaObjective(ObjectiveBase):
-    name: str = "parabola"  # (x - center)²
-    start: List[float] = field(default_factory=lambda: [0.0])
-    bounds: List[List[float]] = field(default_factory=lambda: [[-1.0, 11.0]])
-    center: float = 5.0
-
-
-@dataclass
-class X2sinxObjective(ObjectiveBase):
-    name: str = "x2sinx"  # x²·sin(x)
-    start: List[float] = field(default_factory=lambda: [3.0])
-    bounds: List[List[float]] = field(default_factory=lambda: [[-10.0, 10.0]])
-
-
-@dataclass
-class SaddleObjective(ObjectiveBase):
-    name: str = "saddle"  # x² - y²
-    start: List[float] = field(default_factory=lambda: [1.0, 0.0])
-    bounds: List[List[float]] = field(default_factory=lambda: [[-1.5, 1.5], [-1.5, 1.5]])
-
-
-@dataclass
-class RosenbrockObjective(ObjectiveBase):
-    name: str = "rosenbrock"  # (a - x)² + b·(y - x²)²
-    start: List[float] = field(default_factory=lambda: [-1.5, 2.0])
-    bounds: List[List[float]] = field(default_factory=lambda: [[-2.0, 2.0], [-1.0, 3.0]])
-    a: float = 1.0
-    b: float = 100.0
-
-
-@dataclass
-class BealeObjective(ObjectiveBase):
-    name: str = "beale"
-    start: List[float] = field(default_factory=lambda: [1.0, 1.5])
-    bounds: List[List[float]] = field(default_factory=lambda: [[-4.5, 4.5], [-4.5, 4.5]])
-
-
 # ---- device, tracking, top level -----------------------------------------------------------
 @dataclass
 class DeviceConfig:
@@ -312,7 +266,7 @@ def register() -> None:
         "model": [LineModel, LinearModel, MlpModel],
         "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim,
                   MomentumOptim, NesterovOptim, RmspropOptim, AdagradOptim, AdamwOptim],
-        "objective": [ParabolaObjective, X2sinxObjective, SaddleObjective, RosenbrockObjective, BealeObjective],
+        "objective": objectives.SCHEMAS,  # the optimizer lab's, beside its functions
     }.items():
         for node in nodes:
             cs.store(group=f"schema/{group}", name=node.name, node=node)

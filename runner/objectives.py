@@ -10,7 +10,10 @@ inf, and an inf is how a diverging run is told apart.
 Each knows its minima (and saddles) so that a run can log its gap to the nearest one.
 """
 import math
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
+
+from omegaconf import MISSING
 
 Point = Tuple[float, ...]
 
@@ -181,3 +184,53 @@ OBJECTIVES = {o.name: o for o in (Parabola, X2SinX, Saddle, Rosenbrock, Beale)}
 def make(name: str, **constants: float) -> Objective:
     """The objective `name` with its constants (defaults where not given)."""
     return OBJECTIVES[name](**constants)
+
+
+# ---- the config group `objective` (registered by runner.config.register): one schema each ---
+@dataclass
+class ObjectiveBase:
+    name: str = MISSING
+    start: List[float] = MISSING  # the start point, one number per coordinate
+    bounds: List[List[float]] = MISSING  # the plots' box: one [lo, hi] per coordinate
+    noise: float = 0.0  # std of Gaussian noise added to each gradient coordinate (SGD-like)
+
+
+@dataclass
+class ParabolaObjective(ObjectiveBase):
+    name: str = "parabola"  # (x - center)²
+    start: List[float] = field(default_factory=lambda: [0.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-1.0, 11.0]])
+    center: float = 5.0
+
+
+@dataclass
+class X2sinxObjective(ObjectiveBase):
+    name: str = "x2sinx"  # x²·sin(x)
+    start: List[float] = field(default_factory=lambda: [3.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-10.0, 10.0]])
+
+
+@dataclass
+class SaddleObjective(ObjectiveBase):
+    name: str = "saddle"  # x² - y²
+    start: List[float] = field(default_factory=lambda: [1.0, 0.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-1.5, 1.5], [-1.5, 1.5]])
+
+
+@dataclass
+class RosenbrockObjective(ObjectiveBase):
+    name: str = "rosenbrock"  # (a - x)² + b·(y - x²)²
+    start: List[float] = field(default_factory=lambda: [-1.5, 2.0])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-2.0, 2.0], [-1.0, 3.0]])
+    a: float = 1.0
+    b: float = 100.0
+
+
+@dataclass
+class BealeObjective(ObjectiveBase):
+    name: str = "beale"
+    start: List[float] = field(default_factory=lambda: [1.0, 1.5])
+    bounds: List[List[float]] = field(default_factory=lambda: [[-4.5, 4.5], [-4.5, 4.5]])
+
+
+SCHEMAS = [ParabolaObjective, X2sinxObjective, SaddleObjective, RosenbrockObjective, BealeObjective]
