@@ -12,6 +12,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from runner import objectives
 from runner.errors import Diverged, Terminated, UserError  # noqa: F401 (re-exported)
 from runner.groups import (  # noqa: F401 (re-exported: the schema is config.*)
     Task, Activation, LineInit, LinearInit, MlpInit, DatasetConfig, CsvDataset,
@@ -65,6 +66,8 @@ class Config:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     optim: OptimConfig = MISSING
+    # set: the optimizer lab minimises it; dataset and model do not apply (runner/lab.py)
+    objective: Optional[objectives.ObjectiveBase] = None
     device: DeviceConfig = field(default_factory=DeviceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Full-batch gd on the default data (2 features, unit variance) is stable for lr < ~1; at 0.1
@@ -95,6 +98,8 @@ CONF_DIR = str(ROOT / "conf")  # absolute: Hydra takes it as is, whether importe
 
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore and the `${root:}` resolver in OmegaConf."""
+    from runner import groups_optim  # the lab's optim options: subclasses of OptimConfig, so here
+
     OmegaConf.register_new_resolver("root", lambda: str(ROOT), replace=True)
     _register_launcher()
     cs = ConfigStore.instance()
@@ -102,7 +107,8 @@ def register() -> None:
     for group, nodes in {
         "dataset": [CsvDataset, SyntheticLinearDataset, RandomMlpDataset, DigitsDataset, MnistDataset],
         "model": [LineModel, LinearModel, MlpModel],
-        "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim],
+        "optim": [GdOptim, SgdOptim, MinibatchOptim, AdamOptim, *groups_optim.LAB_OPTIMS],
+        "objective": objectives.SCHEMAS,  # the optimizer lab's, beside its functions
     }.items():
         for node in nodes:
             cs.store(group=f"schema/{group}", name=node.name, node=node)
@@ -143,8 +149,10 @@ def _check_engine(cfg: Config) -> None:
 def _check_names(cfg: Config) -> None:
     """An option's `name` is the option itself (`optim=sgd`): `optim.name=gd` would relabel SGD's
     settings as gd's, so any other value is refused."""
-    for group in ("dataset", "model", "optim"):
+    for group in ("dataset", "model", "optim", "objective"):
         node = getattr(cfg, group)
+        if node is None:  # objective: null, the default
+            continue
         chosen = type(node).name  # the class default: the option Hydra composed
         _require(node.name == chosen, f"{group}.name", node.name,
                  f"is fixed by the option ({group}={chosen}); choose another with {group}=NAME")

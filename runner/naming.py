@@ -2,7 +2,7 @@
 the sweep's callback its parent run, and a param's name follows the command line's key."""
 from typing import Any, Dict, List, Optional
 
-GROUPS = ("dataset", "model", "optim", "device")  # `optim=adam` is the param `optim.name`
+GROUPS = ("dataset", "model", "optim", "device", "objective")  # `optim=adam` is the param `optim.name`
 
 # On the command line but not what a run is about: left out of run names and the sweep's name
 # (the preset, `experiment`, leads them instead).
@@ -28,11 +28,14 @@ def param_name(key: str) -> str:
 def run_name(cfg: Any, preset: Optional[str] = None, overrides: List[str] = (),
              varying: Optional[Dict[str, str]] = None) -> str:
     """A name a person reads: a sweep's job by what varies in its sweep (`lr=1e-06`); a single
-    run by its preset and overrides (`mlp_adam lr=0.1`), else by its model and optimizer."""
+    run by its preset and overrides (`mlp_adam lr=0.1`), else by its model (or objective) and
+    optimizer."""
     if varying:
         return ",".join(f"{k}={v}" for k, v in varying.items())
     rest = ",".join(named(overrides))
-    head = preset or ("" if rest else f"{cfg.model.name} {cfg.optim.name}")
+    objective = getattr(cfg, "objective", None)  # the optimizer lab's: no model
+    what = cfg.model.name if objective is None else objective.name
+    head = preset or ("" if rest else f"{what} {cfg.optim.name}")
     return " ".join(part for part in (head, rest) if part)[:250]
 
 

@@ -5,6 +5,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 import torch
 
 from runner import config
+from runner import groups_optim as lab
 
 
 class GradientDescent:
@@ -25,12 +26,22 @@ class GradientDescent:
 
 def build(o: Any, params: List[torch.Tensor], lr: float):
     """The optimizer of config group `optim` (its schema dataclass, or the DictConfig of one);
-    every one reads the shared top-level `lr`."""
+    every one reads the shared top-level `lr`. A subclass's case comes before its base's."""
     match config.typed(o):
         case config.GdOptim():
             return GradientDescent(params, lr)
         case config.SgdOptim(momentum=momentum):  # and MinibatchOptim, its subclass
             return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        case lab.NesterovOptim(momentum=momentum):  # before MomentumOptim, its base
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True)
+        case lab.MomentumOptim(momentum=momentum):
+            return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        case lab.RmspropOptim(alpha=alpha, eps=eps):
+            return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps)
+        case lab.AdagradOptim(eps=eps):
+            return torch.optim.Adagrad(params, lr=lr, eps=eps)
+        case lab.AdamwOptim(betas=betas, eps=eps, weight_decay=weight_decay):  # before AdamOptim
+            return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         case config.AdamOptim(betas=betas):
             return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
     raise TypeError(f"no optimizer for {type(o).__name__}")  # a schema class without a case here

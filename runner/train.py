@@ -73,6 +73,10 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     before any run exists; Diverged when the loss blows up; either way the MLflow run is closed,
     never left RUNNING."""
     job = job or Job()
+    if getattr(cfg, "objective", None) is not None:  # the optimizer lab: no data, no model
+        from runner import lab
+
+        return lab.run(cfg, job)
     tracker = job.tracker or record.Tracker()
     typed, dataset, uri, device = validate(cfg, job)
     # params, the hash and config.yaml come from the composed config as written (plain values);

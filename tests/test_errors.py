@@ -32,7 +32,7 @@ def assert_nothing_running(uri):
 
 BAD_CONFIG = [
     (["model=foo"], ["model=foo", "line, linear, mlp"]),
-    (["optim=newton"], ["optim=newton", "adam, gd, minibatch, sgd"]),
+    (["optim=newton"], ["optim=newton", "adagrad, adam, adamw, gd, minibatch, momentum, nesterov, rmsprop, sgd"]),
     (["lr=abc"], ["lr", "'abc'"]),
     (["lr=0"], ["lr=0.0", "> 0"]),
     (["lr=-1"], ["lr=-1.0", "> 0"]),

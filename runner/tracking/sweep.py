@@ -129,6 +129,9 @@ class SweepCallback(Callback):
         if curves:
             with tempfile.TemporaryDirectory() as tmp:
                 plots.overlay(curves, Path(tmp) / "sweep_loss_curves.png", self.parent.name)
+                from runner import lab_plots  # the optimizer lab: every child's path on one contour
+
+                lab_plots.sweep_paths(results, Path(tmp), self.parent.name)
                 self.parent.log_artifacts(tmp)
 
     def abort(self, error: BaseException) -> None:
