@@ -148,6 +148,7 @@ class LabResult:
     extra: Dict[str, float] = field(default_factory=dict)
     path: List[Point] = field(default_factory=list)  # thinned
     objective: Dict[str, Any] = field(default_factory=dict)  # its config: name, constants, bounds
+    link: Optional[str] = None  # the run's page in the MLflow UI
 
     def summary(self, cfg: Any) -> str:
         end = " ".join(f"{k}={v:.6g}" for k, v in zip(COORDS, self.path[-1])) if self.path else ""
@@ -195,9 +196,12 @@ def run(cfg: Any, job: Any) -> LabResult:
         mlrun.end(e)
         note_run(e, mlrun.id)  # the error message names the run it closed, as train.run's does
         raise
+    from runner.tracking import links
+
+    link = links.run_link(links.ui_base(mlrun.uri), mlrun.experiment_id, mlrun.id)  # asks the open run
     mlrun.end()
     return LabResult("FINISHED", trace.values[-1], mlrun.id, mlrun.name, cfg.experiment_name, trace.curve,
-                     trace.seconds, trace.extra, thin(trace.path), resolved["objective"])
+                     trace.seconds, trace.extra, thin(trace.path), resolved["objective"], link)
 
 
 def _params(resolved: dict) -> dict:
@@ -211,9 +215,9 @@ def _params(resolved: dict) -> dict:
 
 
 def _tags(cfg: Any, digest: str, job: Any) -> dict:
-    from runner import train
+    from runner import provenance
 
-    tags = train._tags(cfg, digest, job)
+    tags = provenance.tags(cfg, digest, job)
     for k in ("runner.dataset", "runner.model", "runner.device", "runner.engine"):
         tags.pop(k)
     tags.update({"runner.objective": cfg.objective.name, "runner.device_resolved": "cpu (objective)"})

@@ -97,7 +97,7 @@ SYSCALL = {"x86_64": {"read": 0, "write": 1}, "aarch64": {"read": 63, "write": 6
 
 @pytest.mark.skipif(SYSCALL is None, reason="syscall numbers known for x86_64 and aarch64 only")
 @pytest.mark.parametrize("moment", ["before start_run is answered", "mid-training, pipe full",
-                                    "after the close was sent"])
+                                    pytest.param("after the close was sent", marks=pytest.mark.stress)])
 def test_kill_9_while_the_record_lags_keeps_everything_in_the_pipe(tmp_path, moment):
     """issue 21: the tracking process reached start_run after its trainer had died, could not
     answer it, and skipped everything else of that run: FINISHED (or KILLED) with nothing."""
@@ -263,6 +263,7 @@ def _can_mount_tmpfs() -> bool:
 
 
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm and a tmpfs mount")
+@pytest.mark.stress
 def test_a_disk_that_fills_mid_run_is_one_line_without_mlflow_logs(tmp_path):
     """issue 21: MLflow's logger, through the tracking process, printed 394 lines (SQL, bound
     parameters, tracebacks) before the CLI's one line; the process now silences it."""

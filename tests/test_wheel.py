@@ -17,7 +17,7 @@ def test_a_wheel_in_a_fresh_venv_runs_a_preset_from_an_empty_folder(tmp_path):
     # build from a copy: an in-tree build would write build/ into the checkout under other tests
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("runner", "conf", "experiments"):
+    for name in ("runner", "conf", "experiments", "hydra_plugins"):
         shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", src)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
