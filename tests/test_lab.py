@@ -180,7 +180,7 @@ def test_optimizer_on_a_line_matches_torch_optim(name):
     import torch
     from omegaconf import OmegaConf
     from conftest import make_cfg
-    from runner import config, data, train
+    from runner import config, data, torch_engine
     from runner.tracking import record
 
     cfg = make_cfg("model=line", f"optim={name}", "dataset.weights=[2.0]", "dataset.n_samples=50",
@@ -188,7 +188,7 @@ def test_optimizer_on_a_line_matches_torch_optim(name):
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     ds = data.build(cfg, cfg.seed)
     logged = {}
-    train.torch_train(config.typed(cfg), ds, lambda k, v, s: logged.setdefault(k, {}).update({s: v}),
+    torch_engine.torch_train(config.typed(cfg), ds, lambda k, v, s: logged.setdefault(k, {}).update({s: v}),
                       lambda tags: None, torch.device("cpu"))
     X, y = torch.tensor(ds.X), torch.tensor(ds.y)
     w, b = torch.zeros(1, 1, dtype=X.dtype, requires_grad=True), torch.zeros(1, dtype=X.dtype, requires_grad=True)
@@ -295,11 +295,11 @@ def test_every_new_optimizer_trains_every_model(model, dataset):
     (autograd), regression and classification: the loss goes down in 5 epochs."""
     import torch
     from conftest import make_cfg
-    from runner import config, data, train
+    from runner import config, data, torch_engine
 
     extra = ["loss=cross_entropy"] if dataset == "digits" else []
     for name in sorted(TORCH):
         cfg = make_cfg(f"model={model}", f"dataset={dataset}", f"optim={name}", "epochs=5", "lr=0.01", *extra)
-        trace = train.torch_train(config.typed(cfg), data.build(cfg, cfg.seed), lambda *a: None, lambda t: None,
+        trace = torch_engine.torch_train(config.typed(cfg), data.build(cfg, cfg.seed), lambda *a: None, lambda t: None,
                                   torch.device("cpu"))
         assert trace.curve[-1][1] < trace.curve[0][1], (name, trace.curve)
