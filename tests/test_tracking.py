@@ -101,7 +101,8 @@ def test_help_and_cfg_job_import_neither_torch_nor_mlflow(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60).stdout
     for line in ("dataset: csv, digits, mnist, random_mlp, synthetic_linear", "model: line, linear, mlp",
-                 "optim: adam, gd, minibatch, sgd", "device: auto, cpu, cuda, mps"):
+                 "optim: adagrad, adam, adamw, gd, minibatch, momentum, nesterov, rmsprop, sgd",
+                 "objective: beale, parabola, rosenbrock, saddle, x2sinx", "device: auto, cpu, cuda, mps"):
         assert line in helped
     assert "csv_linreg" in helped and "gd_vs_sgd" in helped and "mnist_mlp" in helped
     plain = subprocess.run([sys.executable, "-m", "runner", "--help"], cwd=tmp_path, capture_output=True,
