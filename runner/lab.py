@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from runner.errors import Diverged, note_run
 from runner.objectives import Objective, Point
+from runner.train import Result
 
 Log = Callable[[str, float, int], None]
 COORDS = ("x", "y")  # the metric names of a point's coordinates
@@ -135,20 +136,10 @@ def objective_of(o: Any) -> Objective:
 
 
 @dataclass
-class LabResult:
-    """train.Result's fields (what the CLI and a sweep read) plus the path and the objective,
-    which a sweep's parent overlays on one contour."""
-    status: str
-    final_loss: float  # the final f: what a sweep ranks and Optuna minimises
-    run_id: str
-    name: str
-    experiment: str
-    curve: List[Tuple[int, float]]
-    train_seconds: float = 0.0
-    extra: Dict[str, float] = field(default_factory=dict)
+class LabResult(Result):
+    """train.Result plus the path and the objective, which a sweep's parent overlays on one contour."""
     path: List[Point] = field(default_factory=list)  # thinned
     objective: Dict[str, Any] = field(default_factory=dict)  # its config: name, constants, bounds
-    link: Optional[str] = None  # the run's page in the MLflow UI
 
     def summary(self, cfg: Any) -> str:
         end = " ".join(f"{k}={v:.6g}" for k, v in zip(COORDS, self.path[-1])) if self.path else ""
@@ -156,10 +147,6 @@ class LabResult:
         return (f"{self.status.lower()}: f={self.final_loss:.6g} {end}{extra} objective={cfg.objective.name} "
                 f"optim={cfg.optim.name} lr={cfg.lr:g} steps={cfg.epochs} train_seconds={self.train_seconds:.3f} "
                 f"run={self.run_id} experiment={self.experiment}")
-
-    def as_dict(self) -> dict:
-        from dataclasses import asdict
-        return asdict(self)
 
 
 def run(cfg: Any, job: Any) -> LabResult:
@@ -183,8 +170,7 @@ def run(cfg: Any, job: Any) -> LabResult:
     name = cfg.run_name or job.default_name or f"{cfg.objective.name} {cfg.optim.name}"
     mlrun = tracker.start_run(uri, cfg.experiment_name, name, _tags(cfg, digest, job))
     try:
-        mlrun.log_params(_params(resolved))
-        _log_config(mlrun, resolved, job)
+        train.log_config(mlrun, resolved, _params(resolved), job)
         objective = objective_of(resolved["objective"])
         o = cfg.objective
         trace = minimise(objective, list(o.start), lambda ps: optim.build(cfg.optim, ps, cfg.lr), cfg.epochs,
@@ -196,12 +182,9 @@ def run(cfg: Any, job: Any) -> LabResult:
         mlrun.end(e)
         note_run(e, mlrun.id)  # the error message names the run it closed, as train.run's does
         raise
-    from runner.tracking import links
-
-    link = links.run_link(links.ui_base(mlrun.uri), mlrun.experiment_id, mlrun.id)  # asks the open run
-    mlrun.end()
+    link = train.close(mlrun, uri)
     return LabResult("FINISHED", trace.values[-1], mlrun.id, mlrun.name, cfg.experiment_name, trace.curve,
-                     trace.seconds, trace.extra, thin(trace.path), resolved["objective"], link)
+                     trace.seconds, trace.extra, link, path=thin(trace.path), objective=resolved["objective"])
 
 
 def _params(resolved: dict) -> dict:
@@ -222,20 +205,6 @@ def _tags(cfg: Any, digest: str, job: Any) -> dict:
         tags.pop(k)
     tags.update({"runner.objective": cfg.objective.name, "runner.device_resolved": "cpu (objective)"})
     return tags
-
-
-def _log_config(mlrun: Any, resolved: dict, job: Any) -> None:
-    import tempfile
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from runner.tracking import store
-
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.yaml").write_text(store.masked(OmegaConf.to_yaml(resolved)))
-        (Path(tmp) / "overrides.yaml").write_text(store.masked(OmegaConf.to_yaml(list(job.overrides))))
-        mlrun.log_artifacts(tmp)
 
 
 def _artifacts(mlrun: Any, objective: Objective, trace: LabTrace, config: dict) -> None:

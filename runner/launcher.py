@@ -83,6 +83,8 @@ def _collect(procs, done, results: dict, count: int) -> None:
     """Results as workers send them; a worker that dies (kill -9, out of memory) fails the sweep."""
     while len(results) < count:
         live = [p for p in procs if p.is_alive()]
+        # SimpleQueue: its write lock keeps two workers' pickles from interleaving on the pipe;
+        # its reader Connection (no public name) is what wait() takes beside the sentinels
         ready = wait([done._reader, *(p.sentinel for p in live)])
         if done._reader in ready:
             kind, idx, value = done.get()

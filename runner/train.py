@@ -92,13 +92,8 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
     name = cfg.run_name or job.default_name or naming.run_name(cfg)
     mlrun = tracker.start_run(uri, cfg.experiment_name, name, provenance.tags(cfg, digest, job))
     try:
-        flat = record.params(resolved)
-        mlrun.log_params({**flat, **naming.swept_params(flat, job.swept)})
+        log_config(mlrun, resolved, record.params(resolved), job)
         mlrun.log_dataset(dataset.name, dataset.source, dataset.X, dataset.y)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(store.masked(OmegaConf.to_yaml(resolved)))
-            (Path(tmp) / "overrides.yaml").write_text(store.masked(OmegaConf.to_yaml(list(job.overrides))))
-            mlrun.log_artifacts(tmp)
         engine = _engine(cfg)
         trace = engine.train(cfg, dataset, mlrun.log, mlrun.set_tags, device, job.quiet)
         final_loss = trace.curve[-1][1]
@@ -110,10 +105,25 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         mlrun.end(e)
         note_run(e, mlrun.id)  # the error message names the run it closed
         raise
-    link = links.run_link(links.ui_base(uri), mlrun.experiment_id, mlrun.id)  # asks the open run
-    mlrun.end()
     return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, trace.seconds,
-                  trace.extra, link)
+                  trace.extra, close(mlrun, uri))
+
+
+def log_config(mlrun: Any, resolved: dict, params: dict, job: Job) -> None:
+    """A run's params (a sweep's swept keys again as `Swept: KEY`, for MLflow's Compare), its
+    config.yaml and overrides.yaml, any URI's password masked."""
+    mlrun.log_params({**params, **naming.swept_params(params, job.swept)})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(store.masked(OmegaConf.to_yaml(resolved)))
+        (Path(tmp) / "overrides.yaml").write_text(store.masked(OmegaConf.to_yaml(list(job.overrides))))
+        mlrun.log_artifacts(tmp)
+
+
+def close(mlrun: Any, uri: str) -> str:
+    """End a finished run; returns its page in the UI (built first: it asks the open run)."""
+    link = links.run_link(links.ui_base(uri), mlrun.experiment_id, mlrun.id)
+    mlrun.end()
+    return link
 
 
 def validate(cfg: Any, job: Job):

@@ -196,7 +196,9 @@ def test_a_uri_is_masked_as_sqlalchemy_prints_it(uri):
 def test_a_uri_is_masked_in_any_text():
     text = "lr=0.1 tracking.uri=http://alice:SECRET@127.0.0.1:5000 epochs=3"
     assert store.masked(text) == "lr=0.1 tracking.uri=http://alice:***@127.0.0.1:5000 epochs=3"
-    assert store.ui_base("http://alice:SECRET@127.0.0.1:5000/") == "http://127.0.0.1:5000"
+    from runner.tracking import links
+
+    assert links.ui_base("http://alice:SECRET@127.0.0.1:5000/", ui_url=None) == "http://127.0.0.1:5000"
 
 
 @pytest.fixture

@@ -86,12 +86,15 @@ def test_compare_without_a_store_or_a_sweep_is_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_joblib_four_parallel_jobs_on_a_fresh_store_keep_every_run_and_point(tmp_path):
+@pytest.mark.parametrize("launcher", ["hydra/launcher=joblib hydra.launcher.n_jobs=4",
+                                      "hydra/launcher=warm hydra.launcher.n_jobs=2"], ids=["joblib", "warm"])
+def test_parallel_jobs_on_a_fresh_store_keep_every_run_and_point(tmp_path, launcher):
     epochs, log_every = 20, 2
     assert not (tmp_path / "mlflow.db").exists()
-    proc = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "experiment=gd_vs_sgd",
+    proc = cli("-m", *launcher.split(), "experiment=gd_vs_sgd",
                "optim=gd,sgd,minibatch,adam", f"epochs={epochs}", f"log_every={log_every}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "4 of 4 jobs ok" in proc.stdout
     uri = sqlite_uri(tmp_path)
     parent, children = sweep_runs(uri, "gd_vs_sgd")
     assert sorted(r.data.params["optim.name"] for r in children) == ["adam", "gd", "minibatch", "sgd"]

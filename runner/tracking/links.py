@@ -31,9 +31,9 @@ def ui_base(uri: str, ui_url: Optional[str] = None) -> str:
     if explicit:
         return explicit.strip().rstrip("/")
     if uri.startswith(("http://", "https://")):
-        from runner.tracking.store import ui_base as server_address
+        from runner.tracking.store import without_credentials
 
-        return server_address(uri)  # without credentials: the link is printed
+        return without_credentials(uri).rstrip("/")  # the server is its own UI; the link is printed
     db = _sqlite_file(uri)
     written = db.parent / UI_URL_FILE if db else None
     if written is not None and written.is_file():

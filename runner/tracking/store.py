@@ -73,7 +73,7 @@ def _check_sqlite(uri: str) -> None:
 
 
 def _check_server(uri: str) -> None:
-    url = _without_credentials(uri).rstrip("/") + "/health"
+    url = without_credentials(uri).rstrip("/") + "/health"
     try:
         request = urllib.request.Request(url, headers=_auth_header(uri))
         with urllib.request.urlopen(request, timeout=3) as r:
@@ -88,7 +88,7 @@ def _check_server(uri: str) -> None:
                     "`mlflow server --host 127.0.0.1 --port PORT` or use the default sqlite store")
 
 
-def _without_credentials(uri: str) -> str:
+def without_credentials(uri: str) -> str:
     parts = urllib.parse.urlsplit(uri)
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
@@ -106,14 +106,6 @@ def _auth_header(uri: str) -> Dict[str, str]:
     if os.environ.get("MLFLOW_TRACKING_TOKEN"):
         return {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
     return {}
-
-
-def ui_base(uri: str) -> str:
-    """Where MLflow's UI for this store answers: the server itself (without credentials: the
-    link is printed), or `make ui` on a file."""
-    if uri.startswith(("http://", "https://")):
-        return _without_credentials(uri).rstrip("/")
-    return "http://127.0.0.1:5000"
 
 
 def sqlite_path(uri: str) -> Optional[Path]:
