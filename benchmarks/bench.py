@@ -31,7 +31,7 @@ from bench_common import (BUDGET_S, DEADLINE, PY, REPEATS, ROOT, TARGETS, Bench,
                           make_csv)
 from bench_report import machine, table, write_report
 from bench_sections import gpu, p1, p2, p3, p4, p5, p6, p7
-from bench_tracking import k9, p2_process
+from bench_tracking import k9, p2_process, store_row
 import bench_lab
 
 
@@ -69,7 +69,8 @@ def main() -> None:
                     "K9": lambda: k9(b), "P3": lambda: p3(b, data),
                     "P4": lambda: p4(b), "P5": lambda: p5(b), "P6": lambda: p6(b, data),
                     "P7": lambda: p7(b, data),
-                    "GPU": lambda: gpu(b, data), "LAB": lambda: bench_lab.section(b)}
+                    "GPU": lambda: gpu(b, data), "LAB": lambda: bench_lab.section(b),
+                    "STORE": lambda: store_row(b)}
         for name in [t for t in TARGETS if t in only]:
             start = time.perf_counter()
             print(f"{name} ...", end=" ", flush=True)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 REPEATS = 3  # whole-process repetitions per arm (each run takes seconds: imports and the store)
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"  # BENCHMARKS.md: text outside is kept
-TARGETS = ("P1", "P2", "P2'", "K9", "P3", "P4", "P5", "P6", "P7", "GPU", "LAB")
+TARGETS = ("P1", "P2", "P2'", "K9", "P3", "P4", "P5", "P6", "P7", "GPU", "LAB", "STORE")
 
 # The floor of P2 and P4: what any Python+torch+MLflow tool pays before doing anything.
 FLOOR_CODE = ("import sys, torch, mlflow; from mlflow.tracking import MlflowClient; "

@@ -53,6 +53,8 @@ def table(rows: List[Row]) -> str:
 DEFINITIONS = f"""\
 - **P1**: wall time of the whole process, `--help` and `--cfg job` interleaved, at least 5 runs
   each after one warm-up; the modules imported are read once with `python -X importtime` (untimed).
+  Interleaved with them, `--help` with `RUNNER_PLAIN_HELP=1` (Hydra's own help, composing the
+  config, instead of the runner's cached page): informative, what the cache buys.
 - **P2**: `experiment=csv_linreg` (line, gd, float64, 1000 epochs, log_every=10) on a generated
   100-point CSV, against the **floor**: `python -c '{FLOOR_CODE}' sqlite:///DIR/mlflow.db`,
   i.e. interpreter start, `import torch, mlflow` and one MlflowClient that opens the sqlite store and
@@ -93,10 +95,31 @@ DEFINITIONS = f"""\
   (every point is an sqlite commit, an fsync). Naive 20 jobs = its wall + 16 x (its wall - the
   floor) / {NAIVE_JOBS}: the jobs differ only in lr, so each costs the same.
 - **P5**: `-m experiment=mlp_adam seed=0,1,2,3 epochs={P5_EPOCHS} log_every=100 device=cpu` on a
-  pre-created store, basic launcher against `hydra/launcher=joblib hydra.launcher.n_jobs=2`,
-  interleaved. Figure = median(basic wall) / median(joblib wall), whole processes. Nothing is
-  pinned: in the basic launcher torch uses its default 2 intra-op threads; joblib's loky workers
-  get 1 thread each (joblib limits them to cores / n_jobs) and import everything afresh.
+  pre-created store, three arms interleaved: the basic launcher (jobs one after another, torch's
+  default 2 threads), `hydra/launcher=warm hydra.launcher.n_jobs=2` (the runner's launcher: two
+  workers forked from the sweep's process after torch and the trainer are imported, one thread
+  each, one tracking process per worker) and `hydra/launcher=joblib hydra.launcher.n_jobs=2`
+  (informative: loky's fresh interpreters import everything per worker). Gated figure =
+  median(basic wall) / median(warm wall), whole processes. **P5-short**: the same sweep with
+  500-epoch jobs and `n_jobs=auto`, gated at 1.0x (never slower than one after another).
+  **P5-scale**: the warm sweep pinned with `taskset` to one core, then to two: what the second
+  core buys, gated at 1.7x. **EXIT**: `experiment=mlp_adam`, the time from its summary line on
+  stdout to the process's exit (runner/shutdown.py skips the interpreter's teardown), gated at
+  0.15 s. The informative P5 ceiling: the same bare mlp + Adam loop with 2 threads, 1 thread, and
+  two 1-thread processes side by side.
+- **K9-lag**: issue 21's case, the default line with a point every epoch for 6000 epochs (the
+  tracking process lags behind the trainer), 20 kills at a random 0-4 s after the run exists
+  (seeded): the kill lands mid-training, during the close, or after the run ended; gated: every
+  run KILLED (`process_died`, points stored = `runner.points_received`) or FINISHED with all 6001
+  loss steps, none empty, no gap in the steps. The row lists how many ended each way.
+- **LAB**: 10,000 Adam steps on Rosenbrock from (-1.5, 2) in float64 through the optimizer
+  lab's loop (`runner.lab.minimise`, every step's x, y, f, grad_norm and gap recorded) against a
+  bare torch loop (autograd and `torch.optim.Adam`, the same start and lr), in one child process,
+  interleaved. Figure = lab steps/s / bare steps/s, gated at 0.8x.
+- **STORE**: in one child process (mlflow imported once, untimed; a cache folder of its own), a
+  fresh sqlite store made by MLflow's own migrations (`sqlite_file.migrate`) against one copied from
+  the template (`sqlite_file._create`, what a first run in a new folder does once a store has been
+  made on the machine), interleaved, at least 5 each; informative, the figure behind the template.
 - **Time budget**: past `--budget` seconds (default {BUDGET_S}) a comparison stops after its second
   round; the samples listed show how many rounds each figure got.
 - **P6**: in-process, torch set to 1 thread for both arms (with other work on the 2 cores, OpenMP

@@ -126,3 +126,37 @@ def _rows(db: Path, sql: str) -> list:
 def _query(db: Path, sql: str):
     rows = _rows(db, sql)
     return rows[0][0] if rows else None
+
+
+# ---- STORE: a fresh sqlite store, made by MLflow's migrations or copied from the template -----
+STORE_CODE = """
+import json, sys, time
+from pathlib import Path
+from runner.tracking import sqlite_file
+d = Path(sys.argv[1]); out = {"migrations": [], "template": []}
+sqlite_file._create("uri", d / "first.db")  # the template, as the first store on a machine makes it
+for i in range(int(sys.argv[2])):
+    t = time.perf_counter(); sqlite_file.migrate(d / f"m{i}.db", d / "mlartifacts"); out["migrations"].append(time.perf_counter() - t)
+    t = time.perf_counter(); sqlite_file._create("uri", d / f"t{i}.db"); out["template"].append(time.perf_counter() - t)
+print(json.dumps(out))
+"""
+
+
+def store_row(b: Bench) -> None:
+    """What runner/tracking/sqlite_file.py's template buys: a fresh store's creation, in one child
+    process (mlflow imported once, untimed), the two ways interleaved."""
+    import json
+
+    d = b.fresh_dir("store")
+    env = {**child_env(), "XDG_CACHE_HOME": str(d / "cache")}  # this machine's cache left alone
+    b.note("STORE", [PY, "-c", "STORE_CODE", str(d)], d)
+    p = subprocess.run([PY, "-c", STORE_CODE, str(d), str(max(5, b.repeats))], cwd=d, env=env,
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise BenchError(f"store row: {p.stderr.strip().splitlines()[-1:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    slow, fast = med(res["migrations"]), med(res["template"])
+    b.rows.append(Row("STORE", "a fresh sqlite store: MLflow's migrations / a copy of the template",
+                      f"{slow / fast:.0f}x", "(informative)", "INFO",
+                      f"migrations {slow:.3f} s {fmt_samples(res['migrations'])}, template {fast:.3f} s "
+                      f"{fmt_samples(res['template'])}"))

@@ -72,6 +72,16 @@ def all_runs(uri: str, experiment: str = None):
     return c.search_runs(ids, max_results=1000) if ids else []
 
 
+# The files that take longest go first: `make test`'s workers take files in this order (xdist
+# --dist loadfile), and a long file started last keeps one worker busy alone at the end.
+# test_ui mostly waits (its UI process starting, the browser): a third worker fills the cores.
+FIRST = ("test_ui.py", "test_sweeps.py", "test_faults.py", "test_store_faults.py", "test_api.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
+
 @pytest.fixture
 def store(tmp_path):
     """A sqlite URI in a fresh temporary folder."""
