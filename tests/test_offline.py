@@ -1,0 +1,171 @@
+"""A server that goes away mid-run: the run is kept on disk (runner/tracking/spool.py), the CLI
+says so in one line with exit code 75, and `python -m runner.sync` sends it, every point, once a
+server answers again on the same store; a second sync stores nothing twice."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import alive, cli_env, client_for, descendants, free_port, wait_healthy
+
+from runner.tracking import spool
+
+# MLflow's own variables (the CLI keeps them when set): one attempt of at most 5 s, so that the
+# run goes offline at the first refused request, not after the ~1 minute of the defaults.
+GIVE_UP_AT_ONCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+LOG_EVERY = 100
+
+
+def sync(cwd: Path, *folders: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runner.sync", *folders], cwd=cwd, env=cli_env(GIVE_UP_AT_ONCE),
+                          text=True, capture_output=True, timeout=300)
+
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1:port over folder's sqlite store and artifacts."""
+    log = folder / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "artifacts")],
+        cwd=folder, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=cli_env())
+    wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+    return proc
+
+
+def kill_server(proc: subprocess.Popen) -> None:
+    """SIGKILL the server and each of its processes (uvicorn's worker, the job runner) by PID."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30  # the children are reaped by init: poll, don't guess
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids)
+
+
+def training_run(uri: str, trainer: subprocess.Popen):
+    """The run, once the server holds its params: the trainer has it, and 10^8 epochs to go."""
+    client = client_for(uri)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and trainer.poll() is None:
+        experiment = client.get_experiment_by_name("runner")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and runs[0].data.params:
+            return runs[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no training run on the server: {trainer.poll()=}")
+
+
+def files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def every_point(uri: str, run_id: str) -> int:
+    """The run on the server: FAILED for its lost server, every point the tracking process got, once."""
+    client = client_for(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["runner.failure"] == "server_unreachable"
+    steps = [m.step for m in client.get_metric_history(run_id, "loss")]
+    assert steps == list(range(0, LOG_EVERY * len(steps), LOG_EVERY))  # none missing, none twice
+    points = sum(len(client.get_metric_history(run_id, key)) for key in run.data.metrics)
+    assert points == int(run.data.tags["runner.points_received"]) > len(steps) > 0
+    assert run.data.params["lr"] and "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
+    return points
+
+
+@pytest.mark.slow
+def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    server = start_server(tmp_path, port)
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "runner", f"tracking.uri={uri}", "epochs=100000000", f"log_every={LOG_EVERY}"],
+        cwd=launch, env=cli_env(GIVE_UP_AT_ONCE), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        run_id = training_run(uri, trainer).info.run_id
+        kill_server(server)
+        out, err = trainer.communicate(timeout=300)  # a run of 10^8 epochs ends only so
+    finally:
+        trainer.kill()
+    kept = f"mlflow-offline/{run_id}"
+    assert trainer.returncode == 75, err
+    assert len(err.splitlines()) == 1, err
+    assert re.fullmatch(f"error: tracking: the MLflow server at {uri} stopped answering \\(connection (refused|lost)\\); "
+                        f"run {run_id} is kept in {kept} as FAILED \\([0-9]+ points\\); "
+                        f"send it with: python -m runner.sync {kept}\n", err), err
+    folder = launch / kept
+
+    # still down: one line, exit 2, the spool as it was
+    before = files(folder)
+    down = sync(launch)
+    assert down.returncode == 2 and len(down.stderr.splitlines()) == 1, down.stderr
+    assert down.stderr.startswith(f"error: sync: {kept}: ") and "the run stays kept there" in down.stderr
+    assert files(folder) == before
+
+    server = start_server(tmp_path, port)  # the same store and port, minutes later on a busy machine
+    try:
+        shutil.copytree(folder, tmp_path / "copy")
+        sent = sync(launch)
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith(f"sent: run {run_id} to {uri} as FAILED ("), sent.stdout
+        assert not folder.exists()
+        points = every_point(uri, run_id)
+        # as if that sync had died after the status, before removing the spool: nothing twice
+        shutil.copytree(tmp_path / "copy", folder)
+        again = sync(launch, kept)
+        assert again.returncode == 0, again.stderr
+        assert every_point(uri, run_id) == points and not folder.exists()
+    finally:
+        kill_server(server)
+
+
+def test_sync_while_the_server_is_down_keeps_the_spool(tmp_path, monkeypatch):
+    """A spool written by the tracking process's own class; no server on its port."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"
+    run = SimpleNamespace(id="0123abcd", name="a run", uri=uri, experiment_id="1", received=0, _points=[])
+    offline = spool.OfflineRun(run, "connection refused")
+    offline.log_params({"lr": 0.1})
+    offline.log_points([("loss", 1.0, 1000, 0), ("loss", 0.5, 1001, 1)])
+    assert offline.close("FINISHED", {})[3] == (
+        f"the MLflow server at {uri} stopped answering (connection refused); run 0123abcd is kept in "
+        "mlflow-offline/0123abcd as FINISHED (2 points); send it with: python -m runner.sync mlflow-offline/0123abcd")
+    folder = tmp_path / "mlflow-offline" / "0123abcd"
+    before = files(folder)
+    r = sync(tmp_path)
+    assert r.returncode == 2 and r.stdout == "", r
+    assert r.stderr.startswith("error: sync: mlflow-offline/0123abcd: ") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert files(folder) == before
+
+
+def test_a_line_cut_by_a_crash_is_dropped_and_no_spool_is_nothing_to_send(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = SimpleNamespace(id="feed", name="n", uri="http://127.0.0.1:1", experiment_id="1", received=0, _points=[])
+    offline = spool.OfflineRun(run, "no connection")
+    offline.log_points([("loss", 1.0, 1000, 0)])
+    offline.close("KILLED", {"runner.failure": "interrupted"})
+    folder = tmp_path / "mlflow-offline" / "feed"
+    with open(folder / "records.jsonl", "a") as f:
+        f.write('{"metrics": [["loss", 2.0, 1001')  # a crash mid-write
+    meta, records, sent = spool.read(folder)
+    assert meta["run_id"] == "feed" and sent == 0
+    assert records == [{"metrics": [["loss", 1.0, 1000, 0]]},
+                       {"tags": {"runner.failure": "interrupted", "runner.points_received": "1"}},
+                       {"end": ["KILLED", records[-1]["end"][1]]}]
+    shutil.rmtree(tmp_path / "mlflow-offline")
+    r = sync(tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "sync: nothing to send: no run kept in ./mlflow-offline\n", "")
