@@ -15,6 +15,7 @@ import pytest
 from conftest import alive, cli_env, client_for, descendants, free_port, wait_healthy
 
 from runner.tracking import spool
+from test_faults import SYSCALL, _blocked_on_pipe, _tracking_process
 
 # MLflow's own variables (the CLI keeps them when set): one attempt of at most 5 s, so that the
 # run goes offline at the first refused request, not after the ~1 minute of the defaults.
@@ -54,29 +55,43 @@ def kill_server(proc: subprocess.Popen) -> None:
     assert not any(alive(p) for p in pids)
 
 
-def training_run(uri: str, trainer: subprocess.Popen):
-    """The run, once the server holds its params: the trainer has it, and 10^8 epochs to go."""
+def trainer(launch: Path, uri: str, name: str) -> subprocess.Popen:
+    """`python -m runner` for 10^8 epochs: it ends only by its server's loss or a signal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", f"tracking.uri={uri}", "epochs=100000000", f"log_every={LOG_EVERY}",
+         f"run_name={name}"], cwd=launch, env=cli_env(GIVE_UP_AT_ONCE), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run_on_server(uri: str, name: str, proc: subprocess.Popen) -> str:
+    """The run's id, once the server holds its params: the trainer has its run and is training."""
     client = client_for(uri)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and trainer.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None:
         experiment = client.get_experiment_by_name("runner")
-        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        runs = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'") if experiment else []
         if runs and runs[0].data.params:
-            return runs[0]
+            return runs[0].info.run_id
         time.sleep(0.2)
-    raise AssertionError(f"no training run on the server: {trainer.poll()=}")
+    raise AssertionError(f"no run {name} on the server: {proc.poll()=}")
+
+
+def wait_for(predicate, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not predicate():
+        assert time.monotonic() < deadline and proc.poll() is None, "gave up waiting"
+        time.sleep(0.05)
 
 
 def files(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def every_point(uri: str, run_id: str) -> int:
-    """The run on the server: FAILED for its lost server, every point the tracking process got, once."""
+def every_point(uri: str, run_id: str, status: str, failure: str) -> int:
+    """The run on the server in its end state, with every point the tracking process got, once."""
     client = client_for(uri)
     run = client.get_run(run_id)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["runner.failure"] == "server_unreachable"
+    assert (run.info.status, run.data.tags["runner.failure"]) == (status, failure)
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert steps == list(range(0, LOG_EVERY * len(steps), LOG_EVERY))  # none missing, none twice
     points = sum(len(client.get_metric_history(run_id, key)) for key in run.data.metrics)
@@ -85,50 +100,64 @@ def every_point(uri: str, run_id: str) -> int:
     return points
 
 
+def the_line(err: str, uri: str, run_id: str, status: str) -> None:
+    kept = f"mlflow-offline/{run_id}"
+    assert re.fullmatch(f"error: tracking: the MLflow server at {uri} stopped answering \\(connection (refused|lost)\\); "
+                        f"run {run_id} is kept in {kept} as {status} \\([0-9]+ points\\); "
+                        f"send it with: python -m runner.sync {kept}\n", err), err
+
+
+@pytest.mark.skipif(SYSCALL is None, reason="syscall numbers known for x86_64 and aarch64 only")
 @pytest.mark.slow
 def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_path):
+    """Two runs lose their server: one while training (FAILED), one while it closes after a
+    SIGTERM (KILLED: the CLI once said "closed as KILLED" of a run the server held RUNNING)."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     launch = tmp_path / "launch"
     launch.mkdir()
     server = start_server(tmp_path, port)
-    trainer = subprocess.Popen(
-        [sys.executable, "-m", "runner", f"tracking.uri={uri}", "epochs=100000000", f"log_every={LOG_EVERY}"],
-        cwd=launch, env=cli_env(GIVE_UP_AT_ONCE), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    training, closing = trainer(launch, uri, "training"), trainer(launch, uri, "closing")
     try:
-        run_id = training_run(uri, trainer).info.run_id
+        ids = {name: run_on_server(uri, name, proc) for name, proc in (("training", training), ("closing", closing))}
+        tracking = _tracking_process(closing.pid)
+        os.kill(tracking, signal.SIGSTOP)  # it holds what the trainer sends from now on
+        closing.send_signal(signal.SIGTERM)
+        wait_for(lambda: _blocked_on_pipe(closing.pid, tracking, "read"), closing)  # on its close's answer
         kill_server(server)
-        out, err = trainer.communicate(timeout=300)  # a run of 10^8 epochs ends only so
+        os.kill(tracking, signal.SIGCONT)
+        (_, err), (_, closing_err) = training.communicate(timeout=300), closing.communicate(timeout=300)
     finally:
-        trainer.kill()
-    kept = f"mlflow-offline/{run_id}"
-    assert trainer.returncode == 75, err
-    assert len(err.splitlines()) == 1, err
-    assert re.fullmatch(f"error: tracking: the MLflow server at {uri} stopped answering \\(connection (refused|lost)\\); "
-                        f"run {run_id} is kept in {kept} as FAILED \\([0-9]+ points\\); "
-                        f"send it with: python -m runner.sync {kept}\n", err), err
-    folder = launch / kept
+        training.kill(), closing.kill()
+    assert (training.returncode, closing.returncode) == (75, 75), (err, closing_err)
+    the_line(err, uri, ids["training"], "FAILED")
+    the_line(closing_err, uri, ids["closing"], "KILLED")
+    folders = [launch / "mlflow-offline" / run_id for run_id in ids.values()]
 
     # still down: one line, exit 2, the spool as it was
-    before = files(folder)
+    before = [files(f) for f in folders]
     down = sync(launch)
     assert down.returncode == 2 and len(down.stderr.splitlines()) == 1, down.stderr
-    assert down.stderr.startswith(f"error: sync: {kept}: ") and "the run stays kept there" in down.stderr
-    assert files(folder) == before
+    assert down.stderr.startswith("error: sync: mlflow-offline/") and "the run stays kept there" in down.stderr
+    assert [files(f) for f in folders] == before
 
     server = start_server(tmp_path, port)  # the same store and port, minutes later on a busy machine
     try:
-        shutil.copytree(folder, tmp_path / "copy")
-        sent = sync(launch)
-        assert sent.returncode == 0, sent.stderr
-        assert sent.stdout.startswith(f"sent: run {run_id} to {uri} as FAILED ("), sent.stdout
-        assert not folder.exists()
-        points = every_point(uri, run_id)
+        shutil.copytree(launch / "mlflow-offline", tmp_path / "copy")
+        sent = sync(launch)  # every run kept in ./mlflow-offline
+        assert sent.returncode == 0 and len(sent.stdout.splitlines()) == 2, sent
+        assert f"sent: run {ids['training']} to {uri} as FAILED (" in sent.stdout
+        assert not any(f.exists() for f in folders)
+        points = [every_point(uri, ids["training"], "FAILED", "server_unreachable"),
+                  every_point(uri, ids["closing"], "KILLED", "interrupted")]
         # as if that sync had died after the status, before removing the spool: nothing twice
-        shutil.copytree(tmp_path / "copy", folder)
-        again = sync(launch, kept)
+        shutil.rmtree(launch / "mlflow-offline")
+        shutil.copytree(tmp_path / "copy", launch / "mlflow-offline")
+        again = sync(launch, *[f"mlflow-offline/{run_id}" for run_id in ids.values()])
         assert again.returncode == 0, again.stderr
-        assert every_point(uri, run_id) == points and not folder.exists()
+        assert points == [every_point(uri, ids["training"], "FAILED", "server_unreachable"),
+                          every_point(uri, ids["closing"], "KILLED", "interrupted")]
+        assert not any(f.exists() for f in folders)
     finally:
         kill_server(server)
 

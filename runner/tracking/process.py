@@ -92,9 +92,9 @@ class Runs(dict):
         self.out, self.gone = out, {}  # the trainer; server URI -> why it stopped answering
 
     def call(self, handle: int, method: str, *args) -> Any:
-        if method == "close":  # a server gone costs one request's retries, not the close's three
-            with contextlib.suppress(Exception):  # any other error: the close's own flush says it
-                self.call(handle, "flush")
+        if method == "close" and spool.on_server(self[handle].uri):  # a server gone costs one
+            with contextlib.suppress(Exception):  # request's retries, not the close's three; any
+                self.call(handle, "flush")  # other error: the close's own flush reports it
         run = self[handle]
         if run.uri in self.gone and not isinstance(run, spool.OfflineRun):
             run = self._offline(handle, self.gone[run.uri])

@@ -26,10 +26,15 @@ from typing import Any, Dict, List, Optional, Tuple
 FOLDER = "mlflow-offline"
 
 
+def on_server(uri: str) -> bool:
+    """Only a server's runs go offline: a sqlite store's errors are the disk's, and fail the run."""
+    return uri.lower().startswith(("http://", "https://"))
+
+
 def unreachable(error: BaseException, uri: str) -> Optional[str]:
     """Why the server at `uri` did not answer, when that is what `error` says (MLflow's HTTP
     retries gave up: no connection, no answer in time, only 5xx answers); None for anything else."""
-    if not uri.lower().startswith(("http://", "https://")):
+    if not on_server(uri):
         return None
     import requests
 
