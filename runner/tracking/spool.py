@@ -40,10 +40,10 @@ def unreachable(error: BaseException, uri: str) -> Optional[str]:
 
     seen: Optional[BaseException] = error
     while seen is not None:  # MLflow re-raises the requests error as an MlflowException
-        if isinstance(seen, requests.exceptions.ConnectionError):  # refused, or cut mid-request
-            return "connection refused" if "refused" in str(seen) else "connection lost"
-        if isinstance(seen, requests.exceptions.Timeout):
-            return "no answer within MLFLOW_HTTP_REQUEST_TIMEOUT"
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            text = str(seen)  # requests reports a read timeout that outlived the retries so too
+            return ("connection refused" if "refused" in text else
+                    "no answer in MLFLOW_HTTP_REQUEST_TIMEOUT seconds" if "timed out" in text else "connection lost")
         if isinstance(seen, requests.exceptions.RetryError):
             return "it answered only with errors"
         seen = seen.__cause__ or seen.__context__
