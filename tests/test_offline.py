@@ -21,6 +21,7 @@ from test_faults import SYSCALL, _blocked_on_pipe, _tracking_process
 # run goes offline at the first refused request, not after the ~1 minute of the defaults.
 GIVE_UP_AT_ONCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 LOG_EVERY = 100
+FINISHING_EPOCHS = 50000  # seconds of training: its run is on the server long before its end
 
 
 def sync(cwd: Path, *folders: str) -> subprocess.CompletedProcess:
@@ -55,10 +56,10 @@ def kill_server(proc: subprocess.Popen) -> None:
     assert not any(alive(p) for p in pids)
 
 
-def trainer(launch: Path, uri: str, name: str) -> subprocess.Popen:
-    """`python -m runner` for 10^8 epochs: it ends only by its server's loss or a signal."""
+def trainer(launch: Path, uri: str, name: str, epochs: int = 10**8) -> subprocess.Popen:
+    """`python -m runner`; 10^8 epochs end only by its server's loss or a signal."""
     return subprocess.Popen(
-        [sys.executable, "-m", "runner", f"tracking.uri={uri}", "epochs=100000000", f"log_every={LOG_EVERY}",
+        [sys.executable, "-m", "runner", f"tracking.uri={uri}", f"epochs={epochs}", f"log_every={LOG_EVERY}",
          f"run_name={name}"], cwd=launch, env=cli_env(GIVE_UP_AT_ONCE), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -87,16 +88,27 @@ def files(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def every_point(uri: str, run_id: str, status: str, failure: str) -> int:
+def every_point(uri: str, run_id: str, status: str, failure: str = None) -> int:
     """The run on the server in its end state, with every point the tracking process got, once."""
     client = client_for(uri)
     run = client.get_run(run_id)
-    assert (run.info.status, run.data.tags["runner.failure"]) == (status, failure)
+    assert (run.info.status, run.data.tags.get("runner.failure")) == (status, failure)
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert steps == list(range(0, LOG_EVERY * len(steps), LOG_EVERY))  # none missing, none twice
     points = sum(len(client.get_metric_history(run_id, key)) for key in run.data.metrics)
     assert points == int(run.data.tags["runner.points_received"]) > len(steps) > 0
     assert run.data.params["lr"] and "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
+    return points
+
+
+def finished(uri: str, run_id: str) -> int:
+    """A run kept on disk after its last epoch: on the server FINISHED, whole, its model too."""
+    points = every_point(uri, run_id, "FINISHED")
+    client = client_for(uri)
+    run = client.get_run(run_id)
+    assert len(client.get_metric_history(run_id, "loss")) == FINISHING_EPOCHS // LOG_EVERY + 1
+    assert "final_loss" in run.data.metrics and run.outputs.model_outputs and run.inputs.dataset_inputs
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(run_id))
     return points
 
 
@@ -110,28 +122,36 @@ def the_line(err: str, uri: str, run_id: str, status: str) -> None:
 @pytest.mark.skipif(SYSCALL is None, reason="syscall numbers known for x86_64 and aarch64 only")
 @pytest.mark.slow
 def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_path):
-    """Two runs lose their server: one while training (FAILED), one while it closes after a
-    SIGTERM (KILLED: the CLI once said "closed as KILLED" of a run the server held RUNNING)."""
+    """Three runs lose their server: one while training (FAILED), one while it closes after a
+    SIGTERM (KILLED: the CLI once said "closed as KILLED" of a run the server held RUNNING), one
+    while it closes after its last epoch (FINISHED, its plots and model sent by the sync)."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     launch = tmp_path / "launch"
     launch.mkdir()
     server = start_server(tmp_path, port)
-    training, closing = trainer(launch, uri, "training"), trainer(launch, uri, "closing")
+    procs = {"finishing": trainer(launch, uri, "finishing", epochs=FINISHING_EPOCHS),
+             "training": trainer(launch, uri, "training"), "closing": trainer(launch, uri, "closing")}
     try:
-        ids = {name: run_on_server(uri, name, proc) for name, proc in (("training", training), ("closing", closing))}
-        tracking = _tracking_process(closing.pid)
-        os.kill(tracking, signal.SIGSTOP)  # it holds what the trainer sends from now on
-        closing.send_signal(signal.SIGTERM)
-        wait_for(lambda: _blocked_on_pipe(closing.pid, tracking, "read"), closing)  # on its close's answer
+        ids, tracking = {}, {}
+        for name, proc in procs.items():  # "finishing" first: its epochs take seconds, this a moment
+            ids[name] = run_on_server(uri, name, proc)
+            tracking[name] = _tracking_process(proc.pid)
+            if name != "training":
+                os.kill(tracking[name], signal.SIGSTOP)  # it holds what its trainer sends from now on
+        procs["closing"].send_signal(signal.SIGTERM)
+        for name in ("finishing", "closing"):  # blocked on an answer: all is sent, the close or its link
+            wait_for(lambda: _blocked_on_pipe(procs[name].pid, tracking[name], "read"), procs[name])
         kill_server(server)
-        os.kill(tracking, signal.SIGCONT)
-        (_, err), (_, closing_err) = training.communicate(timeout=300), closing.communicate(timeout=300)
+        for name in ("finishing", "closing"):
+            os.kill(tracking[name], signal.SIGCONT)
+        errs = {name: proc.communicate(timeout=300)[1] for name, proc in procs.items()}
     finally:
-        training.kill(), closing.kill()
-    assert (training.returncode, closing.returncode) == (75, 75), (err, closing_err)
-    the_line(err, uri, ids["training"], "FAILED")
-    the_line(closing_err, uri, ids["closing"], "KILLED")
+        for proc in procs.values():
+            proc.kill()
+    assert [p.returncode for p in procs.values()] == [75, 75, 75], errs
+    for name, status in (("training", "FAILED"), ("closing", "KILLED"), ("finishing", "FINISHED")):
+        the_line(errs[name], uri, ids[name], status)
     folders = [launch / "mlflow-offline" / run_id for run_id in ids.values()]
 
     # still down: one line, exit 2, the spool as it was
@@ -145,18 +165,18 @@ def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_p
     try:
         shutil.copytree(launch / "mlflow-offline", tmp_path / "copy")
         sent = sync(launch)  # every run kept in ./mlflow-offline
-        assert sent.returncode == 0 and len(sent.stdout.splitlines()) == 2, sent
+        assert sent.returncode == 0 and len(sent.stdout.splitlines()) == 3, sent
         assert f"sent: run {ids['training']} to {uri} as FAILED (" in sent.stdout
         assert not any(f.exists() for f in folders)
         points = [every_point(uri, ids["training"], "FAILED", "server_unreachable"),
-                  every_point(uri, ids["closing"], "KILLED", "interrupted")]
+                  every_point(uri, ids["closing"], "KILLED", "interrupted"), finished(uri, ids["finishing"])]
         # as if that sync had died after the status, before removing the spool: nothing twice
         shutil.rmtree(launch / "mlflow-offline")
         shutil.copytree(tmp_path / "copy", launch / "mlflow-offline")
         again = sync(launch, *[f"mlflow-offline/{run_id}" for run_id in ids.values()])
         assert again.returncode == 0, again.stderr
         assert points == [every_point(uri, ids["training"], "FAILED", "server_unreachable"),
-                          every_point(uri, ids["closing"], "KILLED", "interrupted")]
+                          every_point(uri, ids["closing"], "KILLED", "interrupted"), finished(uri, ids["finishing"])]
         assert not any(f.exists() for f in folders)
     finally:
         kill_server(server)
