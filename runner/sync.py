@@ -17,6 +17,9 @@ from runner.tracking import record, spool, store
 
 
 def main(argv: List[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     folders = [Path(a) for a in argv] or sorted(p.parent for p in Path(spool.FOLDER).glob("*/run.json"))
     if not folders:
         print(f"sync: nothing to send: no run kept in ./{spool.FOLDER}")

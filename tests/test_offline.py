@@ -218,3 +218,28 @@ def test_a_line_cut_by_a_crash_is_dropped_and_no_spool_is_nothing_to_send(tmp_pa
     shutil.rmtree(tmp_path / "mlflow-offline")
     r = sync(tmp_path)
     assert (r.returncode, r.stdout, r.stderr) == (0, "sync: nothing to send: no run kept in ./mlflow-offline\n", "")
+
+
+def test_a_sync_cut_short_goes_on_where_it_stopped_and_never_leaves_the_run_running(tmp_path, monkeypatch):
+    """runner.sync on a real store (sqlite: the same client calls as on a server): lines already
+    counted as sent are not sent again; a spool without its end (a killed tracking process) ends
+    the run KILLED with runner.failure=process_died, never RUNNING."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    run = client.create_run(client.create_experiment("offline"))
+    kept = SimpleNamespace(id=run.info.run_id, name=run.info.run_name, uri=uri,
+                           experiment_id=run.info.experiment_id, received=0, _points=[])
+    offline = spool.OfflineRun(kept, "connection refused")
+    offline.log_params({"sent_before": "1"})  # line 0: stored by a sync that then died
+    offline.log_points([("loss", 2.0, 1000, 0), ("loss", 1.0, 1001, 1)])
+    offline.log_params({"sent_now": "1"})
+    folder = tmp_path / "mlflow-offline" / run.info.run_id
+    spool.mark_sent(folder, 1)
+    r = sync(tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith(f"sent: run {run.info.run_id} to {uri} as KILLED ("), r
+    stored = client.get_run(run.info.run_id)
+    assert set(stored.data.params) == {"sent_now"}  # line 0 was counted as sent: not sent again
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [2.0, 1.0]
+    assert (stored.info.status, stored.data.tags["runner.failure"]) == ("KILLED", "process_died")
+    assert not folder.exists()

@@ -2,7 +2,8 @@
 `python -m runner.tracking.process IN_FD OUT_FD SPOOL`. It reads messages.Call from the pipe,
 carries out those its allow-list names on a record.Tracker and its Runs, answers with
 messages.Started / Reply / Refused, and at the end of the pipe closes every run still open:
-KILLED with `runner.failure=process_died`, after writing every point it had received."""
+KILLED with `runner.failure=process_died`, after writing every point it had received. A run whose
+server stops answering is carried on on disk (Runs, spool.OfflineRun) for `python -m runner.sync`."""
 import contextlib
 import gc
 import logging

@@ -60,7 +60,7 @@ class OfflineRun:
         self.received, self.points, self.reason = run.received, 0, reason
         self.folder = root.resolve() / run.id
         (self.folder / "files").mkdir(parents=True, exist_ok=True)
-        self.server = without_credentials(run.uri)
+        self.server = without_credentials(run.uri) if on_server(run.uri) else run.uri
         write_aside(self.folder / "run.json", json.dumps(
             {"uri": self.server, "run_id": run.id, "experiment_id": run.experiment_id,
              "name": run.name, "reason": reason, "since": int(time.time() * 1000)}))
