@@ -25,7 +25,7 @@ FLOOR_CODE = ("import sys, torch, mlflow; from mlflow.tracking import MlflowClie
 SWEEP_LRS = [round(0.005 * (k + 1), 3) for k in range(20)]  # gd_vs_sgd converges for lr < 0.21
 P4_NAIVE_EPOCHS, NAIVE_JOBS = 1000, 4
 P5_EPOCHS = 3000  # mlp_adam: about 2 s of compute per job on this 2-core machine
-P6_MLP_EPOCHS, P6_LINE_EPOCHS = 1000, 3000
+P6_MLP_EPOCHS, P6_LINE_EPOCHS = 5000, 3000  # mlp: the tutorial's 64x1000 -> 100 -> 10 at mlp_adam's size
 P7_TRAIN, P7_TEST = 60000, 10000  # MNIST's sizes, random 28x28 pixels: one epoch of experiment=mnist_mlp
 BUDGET_S = 480  # past this, comparisons stop after their second round, so a run ends in ~10 min
 

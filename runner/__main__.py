@@ -12,7 +12,7 @@ if __name__ == "__main__":  # the CLI: its tracking process starts before Hydra 
 import os
 import signal
 import traceback
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -51,26 +51,25 @@ def task(cfg: DictConfig) -> Optional[float]:
             raise  # Ctrl-C on a sweep in this process stops the whole sweep
         # scancel or a time limit stopped this job alone: the run is KILLED, the sweep goes on
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM may signal twice; the result must land
-        reason = "killed (scancel or the time limit)"
-        print(f"killed: {name}: {reason}", file=sys.stderr, flush=True)
-        job_files.write_result(hc.runtime.output_dir, {"status": "KILLED", "name": name, "reason": reason,
-                                                       "swept": varying})
-        return None
+        return _job_ended(hc, "KILLED", name, "killed (scancel or the time limit)", varying)
     except Exception as e:  # also OmegaConf's, e.g. a missing mandatory value
         if not sweep:
             session.current().fail(e, cfg.debug)  # main() reports it: one line, the exit code
             return None
-        reason = one_line(e)  # in a sweep one failing job must not stop the others
-        print(f"failed: {name}: {reason}", file=sys.stderr, flush=True)
-        job_files.write_result(hc.runtime.output_dir, {"status": "FAILED", "name": name, "reason": reason,
-                                                       "swept": varying})
-        return None
+        return _job_ended(hc, "FAILED", name, one_line(e), varying)  # the other jobs go on
     if not sweep and result.link:  # a sweep prints one link at its end, to all of its jobs
         print(f"open: {result.link}", flush=True)  # before the summary, which stays the last line
     print(result.summary(cfg), flush=True)
     if sweep:
         job_files.write_result(hc.runtime.output_dir, {**result.as_dict(), "swept": varying})
     return result.final_loss
+
+
+def _job_ended(hc: Any, status: str, name: str, reason: str, varying: List[str]) -> None:
+    """A sweep's job that did not finish: one line on stderr, and its result file for the parent."""
+    print(f"{status.lower()}: {name}: {reason}", file=sys.stderr, flush=True)
+    job_files.write_result(hc.runtime.output_dir, {"status": status, "name": name, "reason": reason,
+                                                   "swept": varying})
 
 
 def _in_submitit_job() -> bool:

@@ -9,6 +9,8 @@ from matplotlib.figure import Figure
 
 from runner.objectives import Objective
 
+STYLES = ("-", "--", "-.", ":")
+
 
 def path(objective: Objective, bounds: Sequence[Sequence[float]], paths: Dict[str, Sequence[Sequence[float]]],
          out: Path, title: str) -> None:
@@ -32,7 +34,7 @@ def _curve(ax: Any, objective: Objective, box: Sequence[float], paths: Dict[str,
     for i, (label, pts) in enumerate(paths.items()):
         xs = np.array([p[0] for p in pts])
         ys = objective.f([xs], np)
-        ax.plot(xs, ys, ".-", color=f"C{i}", ms=3, lw=0.8, alpha=0.8, label=label[:60])
+        ax.plot(xs, ys, ".-", color=f"C{i}", ms=3, lw=0.8, alpha=0.8, label=f"{label[:50]}  f={ys[-1]:.2g}")
         ax.plot(xs[:1], ys[:1], "o", color=f"C{i}", mfc="none", ms=9)  # start: hollow
         ax.plot(xs[-1:], ys[-1:], "o", color=f"C{i}", ms=7)  # end: filled
     ms = [m for m in objective.minima() if box[0] <= m[0] <= box[1]]
@@ -47,17 +49,22 @@ def _contour(ax: Any, objective: Objective, bounds: Sequence[Sequence[float]], p
     y = np.linspace(*bounds[1], 300)
     X, Y = np.meshgrid(x, y)
     Z = objective.f([X, Y], np)
+    # grey contours: the paths keep the colours
     if Z.min() >= 0:  # valleys (Rosenbrock, Beale): log-spaced levels show the floor
         lo = max(Z.min(), Z.max() * 1e-7, 1e-3)
         ax.contour(X, Y, np.maximum(Z, lo), levels=np.geomspace(lo, Z.max(), 25), norm=LogNorm(),
-                   cmap="viridis", linewidths=0.7)
+                   cmap="Greys", linewidths=0.6, alpha=0.6)
     else:
-        ax.contour(X, Y, Z, levels=25, cmap="viridis", linewidths=0.7)
+        ax.contour(X, Y, Z, levels=25, cmap="Greys", linewidths=0.6, alpha=0.6)
+    n = len(paths)
     for i, (label, pts) in enumerate(paths.items()):
         p = np.array(pts)
-        ax.plot(p[:, 0], p[:, 1], "-", color=f"C{i}", lw=1.4, label=label[:60])
+        # Solvers often share a stretch of path (the valley floor): the earlier ones are drawn
+        # wider and dashed differently, so that none hides under another.
+        ax.plot(p[:, 0], p[:, 1], STYLES[i % len(STYLES)], color=f"C{i}", lw=1.2 + 2.4 * (n - 1 - i) / max(n - 1, 1),
+                alpha=0.9, label=f"{label[:50]}  f={objective.f(p[-1]):.2g}")
         ax.plot(p[:1, 0], p[:1, 1], "o", color=f"C{i}", mfc="none", ms=9)
-        ax.plot(p[-1:, 0], p[-1:, 1], "o", color=f"C{i}", ms=6)
+        ax.plot(p[-1:, 0], p[-1:, 1], "o", color=f"C{i}", ms=7, mec="k", mew=0.6, zorder=5)
     for points, marker, label in ((objective.minima(), "k*", "known minimum"), (objective.saddles(), "kX", "saddle")):
         if points:
             ax.plot([m[0] for m in points], [m[1] for m in points], marker, ms=12, label=label)

@@ -36,3 +36,4 @@ def test_every_preset_and_option_has_only_known_keys():
     for group in ("dataset", "model", "optim", "device"):
         for option in (ROOT / "conf" / group).glob("*.yaml"):
             keys.check_known(make_cfg(f"{group}={option.stem}"))
+

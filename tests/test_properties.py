@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_cfg
-from runner import config, data
+from runner import config, csv_file
 from runner.__main__ import exit_code, one_line
 
 CELLS = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers().map(str),
@@ -26,7 +26,7 @@ def test_random_csv_text_is_parsed_or_refused_with_one_line(rows, sep, header, j
         path = Path(tmp) / "d.csv"
         path.write_bytes(text.encode("utf-8", "surrogatepass") + (junk if rows and junk[:1] == b"\0" else b""))
         try:
-            X, y = data.load_csv(str(path))
+            X, y = csv_file.load_csv(str(path))
         except config.UserError as e:
             msg = str(e)
             assert msg.startswith(f"dataset.path={str(path)!r}: ") and "\n" not in msg

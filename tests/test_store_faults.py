@@ -57,7 +57,19 @@ def connect_at_once(db, n=4):
     return [p.exitcode for p in procs], found, uri
 
 
-def test_connects_at_the_same_instant_on_a_fresh_store(tmp_path):
+@pytest.fixture
+def no_template(tmp_path, monkeypatch):
+    """An empty cache: the store is made by MLflow's migrations, the slow way and the first time."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    return {"XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+
+
+@pytest.mark.parametrize("made_by", ["migrations", "template"])
+def test_connects_at_the_same_instant_on_a_fresh_store(tmp_path, monkeypatch, made_by):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if made_by == "template":
+        store.connect(f"sqlite:///{tmp_path / 'first.db'}", "e")
+        assert sqlite_file.template_path().is_file()
     db = tmp_path / "mlflow.db"
     codes, errors, uri = connect_at_once(db)
     assert codes == [0, 0, 0, 0], errors
@@ -66,13 +78,13 @@ def test_connects_at_the_same_instant_on_a_fresh_store(tmp_path):
     assert not list(tmp_path.glob("mlflow.db.creating-*"))
 
 
-def test_two_cli_sweeps_at_once_on_a_fresh_store(tmp_path):
+def test_two_cli_sweeps_at_once_on_a_fresh_store(tmp_path, no_template):
     db = tmp_path / "mlflow.db"
     args = [sys.executable, "-m", "runner", "-m", "lr=1e-3,2e-3", "epochs=5", f"tracking.uri=sqlite:///{db}"]
     go = tmp_path / "go"
     # Both wait on one file, then exec the CLI: they start at the same instant.
     wait = f"import os,sys,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\nos.execv(sys.executable, {args!r})"
-    procs = [subprocess.Popen([sys.executable, "-c", wait], cwd=d, env=cli_env(), text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", wait], cwd=d, env=cli_env(no_template), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for d in (tmp_path / "a", tmp_path / "b") if d.mkdir() is None]
     go.touch()
@@ -83,10 +95,10 @@ def test_two_cli_sweeps_at_once_on_a_fresh_store(tmp_path):
     assert_whole(db)
 
 
-def test_a_kill_9_during_creation_leaves_no_store(tmp_path):
+def test_a_kill_9_during_creation_leaves_no_store(tmp_path, no_template):
     db = tmp_path / "mlflow.db"
     code = f"from runner.tracking import store; store.connect('sqlite:///{db}', 'e')"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=cli_env())
+    proc = subprocess.Popen([sys.executable, "-c", code], env=cli_env(no_template))
     aside = tmp_path / f"mlflow.db.creating-{proc.pid}"
     while proc.poll() is None and not (aside.exists() and aside.stat().st_size > 0):
         time.sleep(0.01)  # polls for the moment MLflow starts writing the schema
@@ -96,6 +108,29 @@ def test_a_kill_9_during_creation_leaves_no_store(tmp_path):
     store.connect(f"sqlite:///{db}", "e")
     assert_whole(db)
     assert not aside.exists()
+
+
+def _dump(db):
+    """The store's schema and rows, but the default experiment's creation times. A table's lines
+    are sorted: MLflow's migrations order its constraints differently from one creation to the next."""
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE experiments SET creation_time = 0, last_update_time = 0 WHERE experiment_id = 0")
+        return sorted(sorted(line.rstrip(", ") for line in statement.splitlines()) for statement in con.iterdump())
+
+
+def test_a_store_copied_from_the_template_is_the_store_mlflow_makes(tmp_path, no_template):
+    template = sqlite_file.template_path()
+    (tmp_path / "first").mkdir()
+    store.connect(f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}", "e")  # made by MLflow, kept as template
+    assert sqlite_file._incomplete(template) == (None, 0)
+    (tmp_path / "copied").mkdir()
+    sqlite_file._create("uri", tmp_path / "copied" / "mlflow.db")
+    sqlite_file.migrate(tmp_path / "made.db", tmp_path / "copied" / "mlartifacts")  # independent: MLflow itself
+    assert _dump(tmp_path / "copied" / "mlflow.db") == _dump(tmp_path / "made.db")
+    client, exp = store.connect(f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}", "e")
+    assert client.get_experiment("0").artifact_location == str(tmp_path / "copied" / "mlartifacts" / "0")
+    run = client.create_run(exp)
+    assert run.info.artifact_uri.startswith((tmp_path / "copied" / "mlartifacts").as_uri())
 
 
 def _half_made(db, with_run):

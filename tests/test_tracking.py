@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import ROOT, all_runs, cli, cli_in_process, client_for, make_cfg
@@ -156,17 +157,22 @@ def test_the_logged_model_loads_with_mlflow_and_predicts_as_the_state_dict(tmp_p
     assert inp.dataset.name == "synthetic_linear" and "seed=0" in inp.dataset.source
 
 
-def test_the_model_folder_is_the_one_mlflow_pytorch_save_model_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mlflow_version", ["tested", "another"])
+def test_the_model_folder_is_the_one_mlflow_pytorch_save_model_writes(tmp_path, monkeypatch, mlflow_version):
     """The tracking process writes the pytorch flavour's folder itself (no torch there): the
-    same files and the same MLmodel as mlflow.pytorch.save_model, the independent reference."""
+    same files and the same MLmodel as mlflow.pytorch.save_model, the independent reference.
+    With an MLflow its private helpers were not checked against, MLflow's own save_model does."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
     import yaml
     from mlflow.models import infer_signature
 
-    from runner.tracking import record
+    from runner.tracking import model_folder, record
 
+    if mlflow_version == "another":
+        monkeypatch.setattr(model_folder, "TESTED_MLFLOW", ())
+        monkeypatch.setattr(model_folder, "write", None)  # must not be called
     module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)).double()
     example = np.random.default_rng(0).standard_normal((5, 2))
     with torch.no_grad():

@@ -20,7 +20,8 @@ SHOTS = ROOT / "test-output" / "ui"
 pytestmark = pytest.mark.slow  # a UI process (~15 s to answer), five CLI runs and a browser
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: apt-get install chromium "
                                     "(.ci/run does) to run the browser tests")
-RUNS = {"single": ("experiment=gd_vs_sgd", "epochs=20"),
+RUNS = {"lab": ("-m", "experiment=rosenbrock", "optim=gd,momentum,rmsprop,adam", "epochs=1000"),
+        "single": ("experiment=gd_vs_sgd", "epochs=20"),
         "lr": ("-m", "lr=1e-6,1e-4", "epochs=20"),
         "optim": ("-m", "experiment=gd_vs_sgd", "optim=gd,sgd,minibatch,adam", "epochs=20"),
         "seeds": ("-m", "experiment=gd_vs_sgd", "seed=0,1", "optim=gd,adam", "epochs=20")}
@@ -103,7 +104,7 @@ def test_every_printed_link_points_at_the_ui_that_runs(store):
 
 def test_make_ui_prints_each_experiment_s_runs_and_they_open_on_the_runs_table(store, page):
     lines = links.experiment_links(store["uri"], store["ui"])
-    assert [line.split(":")[0].strip() for line in lines] == ["gd_vs_sgd", "runner"], lines
+    assert [line.split(":")[0].strip() for line in lines] == ["gd_vs_sgd", "runner", "lab"], lines
     page.goto(lines[0].split(": ", 1)[1])
     text = settle(page, "Run Name")
     shot(page, "experiment_runs.png")
@@ -186,3 +187,25 @@ def test_a_seed_sweep_that_cannot_vary_says_so(store, page):
     text = settle(page, "ranked by")
     shot(page, "seed_sweep_parent.png")
     assert "Note: the seed changes nothing here" in text
+
+
+@needs_chromium
+def test_the_lab_s_overlay_opens_from_the_experiment_list_by_clicks(store, page):
+    """The optimizer lab's "different solvers" figure, as a teacher finds it: make ui's page, Model
+    training, the lab experiment, the sweep's parent, Artifacts, sweep_paths.png."""
+    parent = re.search(r"parent run (\w+)", store["out"]["lab"]).group(1)
+    name = client_for(store["uri"]).get_run(parent).info.run_name
+    page.goto(re.search(r"MLflow UI: (\S+)", store["log"].read_text()).group(1))
+    settle(page, "gd_vs_sgd")
+    page.get_by_text("Model training", exact=True).first.click()
+    page.get_by_role("link", name="lab", exact=True).first.click()
+    settle(page, "Run Name")
+    page.get_by_role("link", name=name).first.click()
+    settle(page, "Artifacts")
+    page.get_by_role("tab", name="Artifacts").first.click()
+    page.get_by_text("sweep_paths.png", exact=True).first.click()
+    # the viewer shows the PNG as an <img> of a blob URL: one image as wide as the PNG has loaded
+    page.wait_for_function("() => [...document.images].some(i => i.naturalWidth >= 700)")
+    text = settle(page, "sweep_paths.png")
+    shot(page, "lab_sweep_paths.png")
+    assert parent in page.url and "sweep_loss_curves.png" in text

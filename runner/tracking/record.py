@@ -4,14 +4,13 @@ KILLED, never left RUNNING."""
 import hashlib
 import json
 import math
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from runner.errors import Diverged, Offline, UserError
-from runner.tracking import store
+from runner.tracking import model_folder, store
 from runner.tracking.interface import RunRecord, Tracking
 
 # Points wait in memory and are written with log_batch (1000 a call, MLflow's limit) every 5 s
@@ -168,45 +167,21 @@ class Run:
         run's outputs (interface.RunRecord says why it is not returned)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pth"
-            output, torch_version = save_module(module, example, path)
+            output, torch_version = model_folder.save_module(module, example, path)
             self.log_model_file(str(path), example, output, step, torch_version)
 
     def log_model_file(self, path: str, example, output, step: int, torch_version: str) -> str:
-        """log_model of a module torch.save wrote to `path`, without torch (0.9 s of import, make
-        bench P2'): the folder mlflow.pytorch.save_model(..., serialization_format="pickle") writes
-        (tests/test_tracking.py compares them); MLflow is pinned exactly for the private helpers."""
-        import yaml
+        """log_model of a module torch.save wrote to `path`: a logged model with the pytorch
+        flavour's folder, linked to this run's outputs (the Models column)."""
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-        from mlflow.models import Model, infer_signature
-        from mlflow.models.utils import _save_example
-        from mlflow.pyfunc import add_to_model
-        from mlflow.utils.environment import (_generate_mlflow_version_pinning, _mlflow_conda_env,
-                                              _PythonEnv)
 
-        pickle_module = "mlflow.pytorch.pickle_module"  # what load_model unpickles with
         model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=self.id)
         with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            (root / "data").mkdir()
-            shutil.copy(path, root / "data" / "model.pth")
-            (root / "data" / "pickle_module_info.txt").write_text(pickle_module)
-            mlmodel = Model()
-            mlmodel.signature = infer_signature(example, output)
-            _save_example(mlmodel, example, str(root))
-            mlmodel.add_flavor("pytorch", model_data="data", pytorch_version=torch_version, code=None)
-            add_to_model(mlmodel, loader_module="mlflow.pytorch", data="data", pickle_module_name=pickle_module,
-                         code=None, conda_env="conda.yaml", python_env="python_env.yaml",
-                         model_config={"device": None})
-            mlmodel.model_size_bytes = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-            mlmodel.save(str(root / "MLmodel"))
-            # Explicit requirements: inferring them imports the module's packages (seconds), and
-            # MLflow's check of them against this environment reads every installed package's
-            # metadata (0.3 s): pointless for the very torch that made the model.
-            requirements = [_generate_mlflow_version_pinning(), f"torch=={torch_version.split('+')[0]}"]
-            conda_env = _mlflow_conda_env(additional_pip_deps=requirements, install_mlflow=False)
-            (root / "conda.yaml").write_text(yaml.safe_dump(conda_env, default_flow_style=False))
-            (root / "requirements.txt").write_text("\n".join(requirements))
-            _PythonEnv.current().to_yaml(str(root / "python_env.yaml"))
+            root = Path(tmp) / "model"
+            if model_folder.mlflow_tested():
+                model_folder.write(root, path, example, output, torch_version)
+            else:
+                model_folder.save_with_mlflow(root, path, example, output)
             self.client.log_model_artifacts(model.model_id, str(root))
         self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
         self.client.log_outputs(self.id, [LoggedModelOutput(model.model_id, step)])
@@ -228,16 +203,6 @@ class Run:
                 self.client.set_terminated(self.id, status)
         return self.id, self.name, status
 
-
-def save_module(module, example, path: Path) -> Tuple[Any, str]:
-    """torch.save the whole module to `path`: what log_model_file takes, with the module's output
-    on `example` (for the signature) and torch's version."""
-    import torch
-
-    with torch.no_grad():
-        output = module(torch.from_numpy(example)).numpy()
-    torch.save(module, path)
-    return output, str(torch.__version__)
 
 
 def status_of(error: Optional[BaseException]):

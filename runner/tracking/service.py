@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from runner.errors import Offline, UserError
-from runner.tracking import process, record
+from runner.tracking import model_folder, process, record
 from runner.tracking.interface import RunRecord, Tracking
 from runner.tracking.messages import Call, Refused, Reply, Started
 
@@ -230,7 +230,7 @@ class RemoteRun:
 
     def log_model(self, module: Any, example: Any, step: int) -> None:
         path = self.service.spooled("model.pth")
-        output, torch_version = record.save_module(module, example, path)
+        output, torch_version = model_folder.save_module(module, example, path)
         self._send("log_model_file", str(path), example, output, step, torch_version, remove=path.parent)
 
     def end(self, error: Optional[BaseException] = None) -> str:
