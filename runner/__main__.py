@@ -1,6 +1,7 @@
 """CLI: `python -m runner [-m] [group=option ...] [key=value ...]`. A thin shell around
 train.run(cfg): Hydra composes, we check, train, print one summary line, and map errors to
-one line on stderr with exit code 2 (bad input), 1 (a failed run), 130/143 (interrupted)."""
+one line on stderr with exit code 2 (bad input), 1 (a failed run), 130/143 (interrupted), 75 (the
+MLflow server stopped answering: the run is kept on disk for `python -m runner.sync`)."""
 import sys
 
 if __name__ == "__main__":  # the CLI: its tracking process starts before Hydra is even imported
@@ -20,10 +21,11 @@ from omegaconf import DictConfig
 
 from runner import config, naming, session
 from runner.config import Diverged, Terminated, UserError
-from runner.errors import run_note
+from runner.errors import Offline, run_note
 from runner.tracking import job_files, service, store
 
 config.register()
+OFFLINE_EXIT = 75  # sysexits' EX_TEMPFAIL: nothing is lost, send it later (python -m runner.sync)
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="config")
@@ -122,6 +124,8 @@ def exit_code(e: BaseException) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     bad_input = (UserError, HydraException, OmegaConfBaseException)
+    if isinstance(e, Offline):
+        return OFFLINE_EXIT
     return 2 if isinstance(e, bad_input) or type(e).__name__ == "OutOfMemoryError" else 1
 
 
@@ -174,7 +178,7 @@ def _run(s: session.Session) -> None:
         debug = debug or s.debug  # a config that did not compose has none
         if debug:
             traceback.print_exc()
-        hint = "" if debug or exit_code(e) == 2 or isinstance(e, Diverged) else \
+        hint = "" if debug or exit_code(e) == 2 or isinstance(e, (Diverged, Offline)) else \
             " (debug=true or RUNNER_DEBUG=1 shows the traceback)"
         print(f"error: {store.masked(one_line(e))}{hint}", file=sys.stderr)
         sys.exit(exit_code(e))

@@ -15,6 +15,11 @@ class Diverged(Exception):
         self.epoch, self.what, self.value = epoch, what, value
 
 
+class Offline(Exception):
+    """The MLflow server stopped answering mid-run: the run is kept on disk for `python -m
+    runner.sync` (tracking/spool.py). The CLI's exit code is 75 (sysexits' EX_TEMPFAIL)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the run is closed as KILLED with its points kept."""
 

@@ -28,8 +28,10 @@ class Reply(NamedTuple):
 
 class Refused(NamedTuple):
     """The store (or the allow-list) refused a call of run `handle`; `user`: bad input (exit 2);
-    `answered`: this is the answer to a call the trainer waits for, else news it reads later."""
+    `answered`: this is the answer to a call the trainer waits for, else news it reads later;
+    `offline`: its server stopped answering, the run is kept on disk (tracking/spool.py)."""
     handle: Optional[int]
     user: bool
     message: str
     answered: bool
+    offline: bool = False

@@ -2,7 +2,9 @@
 `python -m runner.tracking.process IN_FD OUT_FD SPOOL`. It reads messages.Call from the pipe,
 carries out those its allow-list names on a record.Tracker and its Runs, answers with
 messages.Started / Reply / Refused, and at the end of the pipe closes every run still open:
-KILLED with `runner.failure=process_died`, after writing every point it had received."""
+KILLED with `runner.failure=process_died`, after writing every point it had received. A run whose
+server stops answering is carried on on disk (Runs, spool.OfflineRun) for `python -m runner.sync`."""
+import contextlib
 import gc
 import logging
 import os
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 from runner.errors import UserError, first_line
-from runner.tracking import record, store
+from runner.tracking import record, spool, store
 from runner.tracking.messages import Call, Refused, Reply, Started
 
 PIPE_BYTES = 1 << 20  # Linux's largest pipe for an unprivileged process: ~25k points in flight
@@ -26,11 +28,8 @@ PIPE_BYTES = 1 << 20  # Linux's largest pipe for an unprivileged process: ~25k p
 TRACKER_CALLS: Dict[str, Callable[..., Any]] = {
     "prepare": record.Tracker.prepare, "find_finished": record.Tracker.find_finished,
     "curve": record.Tracker.curve, "fail": record.Tracker.fail}
-RUN_CALLS: Dict[str, Callable[..., Any]] = {
-    "info": record.Run.info, "log_params": record.Run.log_params, "set_tags": record.Run.set_tags,
-    "set_experiment_tag": record.Run.set_experiment_tag, "log_points": record.Run.log_points,
-    "log_artifacts": record.Run.log_artifacts, "log_dataset_file": record.Run.log_dataset_file,
-    "log_model_file": record.Run.log_model_file}
+RUN_CALLS = ("info", "log_params", "set_tags", "set_experiment_tag", "log_points", "log_artifacts",
+             "log_dataset_file", "log_model_file")  # of record.Run and its twin spool.OfflineRun
 
 
 class NoSuchCall(ValueError):
@@ -68,24 +67,56 @@ def _widen(fd: int) -> None:
 def serve(inp: Connection, out: Connection, spool: Path) -> None:
     import mlflow  # noqa: F401  now, while the trainer imports torch: the point of this process
 
-    tracker, runs, broken = record.Tracker(), {}, set()
+    tracker, runs, broken = record.Tracker(), Runs(out), set()
     while True:
         try:
             if not inp.poll(record.FLUSH_SECONDS):
-                for run in runs.values():  # points must not wait for the trainer's next message
-                    _quietly(run.flush)
+                for handle in list(runs):  # points must not wait for the trainer's next message
+                    _quietly(runs.call, handle, "flush")
                 continue
             call: Call = inp.recv()
         except (EOFError, OSError):
             break
         _carry_out(call, tracker, runs, broken, out)
     for handle in sorted(runs, reverse=True):  # a sweep's job before its parent
-        run = runs[handle]
-        _quietly(run.close, "KILLED", {"runner.failure": "process_died", "runner.points_received": run.received})
+        tags = {"runner.failure": "process_died", "runner.points_received": runs[handle].received}
+        _quietly(runs.call, handle, "close", "KILLED", tags)
     shutil.rmtree(spool, ignore_errors=True)
 
 
-def _carry_out(call: Call, tracker: record.Tracker, runs: Dict[int, record.Run], broken: set,
+class Runs(dict):
+    """handle -> record.Run, or spool.OfflineRun once the run's server has stopped answering:
+    MLflow's HTTP retries gave up on it (or on another run of that server: then at once)."""
+
+    def __init__(self, out: Connection):
+        super().__init__()
+        self.out, self.gone = out, {}  # the trainer; server URI -> why it stopped answering
+
+    def call(self, handle: int, method: str, *args) -> Any:
+        if method == "close" and spool.on_server(self[handle].uri):  # a server gone costs one
+            with contextlib.suppress(Exception):  # request's retries, not the close's three; any
+                self.call(handle, "flush")  # other error: the close's own flush reports it
+        run = self[handle]
+        if run.uri in self.gone and not isinstance(run, spool.OfflineRun):
+            run = self._offline(handle, self.gone[run.uri])
+        try:
+            return getattr(run, method)(*args)
+        except Exception as e:  # noqa: BLE001  re-raised unless the server is gone
+            why = None if isinstance(run, spool.OfflineRun) else spool.unreachable(e, run.uri)
+            if why is None:
+                raise
+        self.gone[run.uri] = why
+        offline = self._offline(handle, why)  # it takes over the points the run held
+        return None if method in ("log_points", "flush") else getattr(offline, method)(*args)
+
+    def _offline(self, handle: int, why: str) -> spool.OfflineRun:
+        self[handle] = offline = spool.OfflineRun(self[handle], why)
+        # the trainer stops at its next hand-over; its close then gets offline.line()
+        _tell(self.out, Refused(handle, False, offline.gone(), False, offline=True))
+        return offline
+
+
+def _carry_out(call: Call, tracker: record.Tracker, runs: Runs, broken: set,
                out: Connection) -> None:
     try:
         if call.handle in broken and not call.reply:
@@ -104,16 +135,20 @@ def _carry_out(call: Call, tracker: record.Tracker, runs: Dict[int, record.Run],
             shutil.rmtree(call.remove, ignore_errors=True)
 
 
-def _dispatch(tracker: record.Tracker, runs: Dict[int, record.Run], call: Call) -> Any:
+def _dispatch(tracker: record.Tracker, runs: Runs, call: Call) -> Any:
     if call.method == "start_run":
         runs[call.handle] = tracker.start_run(*call.args)
         return None
     if call.method == "close":  # a run whose start failed has nothing to close
-        return runs.pop(call.handle).close(*call.args) if call.handle in runs else None
-    calls, target = (TRACKER_CALLS, tracker) if call.handle is None else (RUN_CALLS, None)
-    if call.method not in calls:
+        try:
+            return runs.call(call.handle, "close", *call.args) if call.handle in runs else None
+        finally:
+            runs.pop(call.handle, None)
+    if call.method not in (TRACKER_CALLS if call.handle is None else RUN_CALLS):
         raise NoSuchCall(f"the tracking process has no call {call.method!r}")
-    return calls[call.method](target if call.handle is None else runs[call.handle], *call.args)
+    if call.handle is None:
+        return TRACKER_CALLS[call.method](tracker, *call.args)
+    return runs.call(call.handle, call.method, *call.args)
 
 
 def _tell(out: Connection, message: tuple) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from runner.errors import Diverged, UserError
+from runner.errors import Diverged, Offline, UserError
 from runner.tracking import model_folder, store
 from runner.tracking.interface import RunRecord, Tracking
 
@@ -70,7 +70,9 @@ class Run:
     """interface.RunRecord: one MLflow run on a client from store.connect. The methods past the
     Protocol's (log_points, info, close, log_*_file) are the tracking process's."""
 
-    def __init__(self, client, uri: str, experiment_id: str, name: str, tags: Dict[str, str]):
+    def __init__(self, client, uri: str, experiment_id: str, name: str, tags: Dict[str, str],
+                 run_id: Optional[str] = None):
+        """A new run, or with `run_id` one already in the store (runner.sync's)."""
         import mlflow
         from mlflow.entities import Metric
 
@@ -78,10 +80,11 @@ class Run:
         self.client = client
         self.uri = uri
         self.experiment_id = experiment_id
-        tags = {**tags, "runner.mlflow_version": mlflow.__version__}
-        self.run = client.create_run(experiment_id, run_name=name, tags=tags)
-        self.id = self.run.info.run_id
-        self.name = self.run.info.run_name
+        self.id, self.name = run_id, name
+        if run_id is None:
+            run = client.create_run(experiment_id, run_name=name,
+                                    tags={**tags, "runner.mlflow_version": mlflow.__version__})
+            self.id, self.name = run.info.run_id, run.info.run_name
         self._points: List[Any] = []
         self._last_flush = time.monotonic()
         self.received = 0  # points given to log_points: what the tracking process holds
@@ -207,6 +210,8 @@ def status_of(error: Optional[BaseException]):
         return "FINISHED", {}
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return "KILLED", {"runner.failure": "interrupted"}
+    if isinstance(error, Offline):
+        return "FAILED", {"runner.failure": "server_unreachable", "runner.failure_message": str(error)[:5000]}
     if isinstance(error, Diverged):
         return "FAILED", {"runner.failure": "diverged", "runner.failed_epoch": error.epoch,
                           "runner.failed_value": error.value, "runner.failure_message": str(error)}

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from runner.errors import UserError
+from runner.errors import Offline, UserError
 from runner.tracking import model_folder, process, record
 from runner.tracking.interface import RunRecord, Tracking
 from runner.tracking.messages import Call, Refused, Reply, Started
@@ -43,7 +43,7 @@ class Service(Tracking):
         self.pid = os.getpid()  # a forked child must start its own
         self.handles = itertools.count(1)
         self.started = False  # a run or a query reached it: it must not be killed
-        self.errors: Dict[Optional[int], Tuple[bool, str]] = {}
+        self.errors: Dict[Optional[int], Refused] = {}  # the first refusal of each run
         self.run_ids: Dict[int, str] = {}  # handle -> MLflow run id, as the service reports them
         self.open: Dict[int, str] = {}  # handle -> store URI of each run not closed yet
         self.dead: Optional[TrackingError] = None
@@ -65,8 +65,7 @@ class Service(Tracking):
         self.send(handle, "start_run", (uri, experiment_name, name, {k: str(v) for k, v in tags.items()}))
         return RemoteRun(self, handle, uri, name)
 
-    def find_finished(self, uri: str, experiment_name: str,
-                      digest: str) -> Optional[Tuple[str, str, float]]:
+    def find_finished(self, uri: str, experiment_name: str, digest: str) -> Optional[Tuple[str, str, float]]:
         return self.ask(None, "find_finished", uri, experiment_name, digest)
 
     def curve(self, uri: str, run_id: str) -> List[List[float]]:
@@ -85,8 +84,7 @@ class Service(Tracking):
             raise self._died() from None
 
     def ask(self, handle: Optional[int], method: str, *args) -> Any:
-        """Send and wait for the answer. The service's error on this call, or on the start of
-        this run (the root cause), is raised here."""
+        """Send, wait for the answer; the error on this call or on the run's start (its root cause) is raised."""
         self.send(handle, method, args, reply=True)
         while True:
             message = self._receive()
@@ -95,14 +93,15 @@ class Service(Tracking):
             if isinstance(message, Refused) and message.answered:
                 self.raise_error(handle, message.handle)
 
-    def raise_error(self, handle: Optional[int], *also: Optional[int]) -> None:
-        """Raise the first error the service reported on this run, if one came (no waiting)."""
+    def raise_error(self, handle: Optional[int], *also: Optional[int], offline: bool = True) -> None:
+        """Raise the first error reported on this run, if one came (no waiting); offline=False: not Offline."""
         while self._ready():
             self._receive()
         for h in (handle, *also):
-            if h in self.errors:
-                user, message = self.errors.pop(h)
-                raise UserError(message) if user else TrackingError(f"tracking: {message}")
+            if h in self.errors and (offline or not self.errors[h].offline):
+                r = self.errors.pop(h)  # offline: its server stopped answering, kept on disk (spool.py)
+                raise (Offline(f"tracking: {r.message}") if r.offline else UserError(r.message) if r.user
+                       else TrackingError(f"tracking: {r.message}"))
 
     def _ready(self) -> bool:
         try:
@@ -123,7 +122,7 @@ class Service(Tracking):
         if isinstance(message, Started):
             self.run_ids[message.handle] = message.run_id
         elif isinstance(message, Refused):  # the first refusal of a run is its root cause
-            self.errors.setdefault(message.handle, (message.user, message.message))
+            self.errors.setdefault(message.handle, message)
 
     def spooled(self, name: str) -> Path:
         """A fresh path in the spool folder; the service deletes what it was given."""
@@ -236,12 +235,15 @@ class RemoteRun:
 
     def end(self, error: Optional[BaseException] = None) -> str:
         status, tags = record.status_of(error)
-        # on the way out with an error, hand the points over without raising another
-        self.flush() if error is None else self._hand_over()
+        self._hand_over()  # on the way out with an error, without raising another
+        if error is None:  # all handed over: FINISHED, also on disk (then the close says so)
+            self.service.raise_error(self.handle, offline=False)
         closed = self.service.ask(self.handle, "close", status, tags)
         self.service.open.pop(self.handle, None)
         if closed:
-            self._id, self.name, status = closed
+            self._id, self.name, status, *kept = closed
+            if kept:  # spool.OfflineRun's close: the run is on disk, not in the store; the line to print
+                raise Offline(f"tracking: {kept[0]}")
         return status
 
 

@@ -116,14 +116,16 @@ def sqlite_path(uri: str) -> Optional[Path]:
 _CLIENTS: Dict[str, Any] = {}
 
 # We already checked that the server answers. Once a run is under way, a server restart (~30 s
-# with PostgreSQL) must not fail it: 6 retries back off 0+4+8+16+32+64 s, ~2 min, and the points
-# wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep). MLflow 3.17.2 takes
+# with PostgreSQL) must not fail it: 5 retries back off 0+4+8+16+32 s (+ up to 1 s of jitter each),
+# ~1 min, and the points wait in the buffer meanwhile (tests/cluster restarts the server mid-sweep).
+# A server that hangs costs 15 s more an attempt: at most ~2.5 min in all. Then the run is kept on
+# disk (spool.py) for `python -m runner.sync`, and the CLI says so in one line. MLflow 3.17.2 takes
 # these from the environment only: rest_utils.http_request reads them on every request (the
 # client and RestStore have no argument for them). A tracking process gets them in its own
 # environment (service.Service, where the user has not set them); the CLI also sets them for the
 # time of its run (__main__.main), for recording in-process (RUNNER_TRACKING_PROCESS=0) and for
 # the jobs a launcher starts meanwhile (joblib, submitit, sbatch), and restores them after.
-HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
 def connect(uri: str, experiment_name: str):
