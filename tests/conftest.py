@@ -75,7 +75,7 @@ def all_runs(uri: str, experiment: str = None):
 # The files that take longest go first: `make test`'s workers take files in this order (xdist
 # --dist loadfile), and a long file started last keeps one worker busy alone at the end.
 # test_ui mostly waits (its UI process starting, the browser): a third worker fills the cores.
-FIRST = ("test_ui.py", "test_sweeps.py", "test_faults.py", "test_store_faults.py", "test_api.py")
+FIRST = ("test_ui.py", "test_offline.py", "test_sweeps.py", "test_faults.py", "test_store_faults.py", "test_api.py")
 
 
 def pytest_collection_modifyitems(items):
