@@ -28,11 +28,11 @@ run: $(STAMP)
 
 # Each test's processes (the CLI, its tracking process, a sweep's workers) on one thread: torch's
 # default of a thread per core oversubscribes the cores several times over, and OpenMP's barriers
-# then stall. Three workers on two cores: the UI and server tests mostly wait. Measured on this
-# machine: 2 workers and torch's threads 401 s; one thread each 480 s (with more tests); plus 3
-# workers and the slow files first (tests/conftest.py) 296 s.
+# then stall. Four workers on two cores: the UI, offline and server tests mostly wait. Measured on
+# this machine: 2 workers and torch's threads 401 s; one thread each 480 s (with more tests); 3
+# workers and the slow files first (tests/conftest.py) 296 s; with the offline tests, 4 workers 386 s.
 TEST_ENV = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-TEST_WORKERS = 3
+TEST_WORKERS = 4
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not stress"
 
