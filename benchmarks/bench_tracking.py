@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from bench_common import (Bench, BenchError, Row, child_env, floor_cmd, fmt_samples, interleave, judge, med,
+from bench_common import (PY, Bench, BenchError, Row, child_env, floor_cmd, fmt_samples, interleave, judge, med,
                           runner_cmd, timed, train_seconds)
 
 IN_PROCESS = ["env", "RUNNER_TRACKING_PROCESS=0"]  # the same CLI, recording in the trainer
