@@ -111,7 +111,9 @@ DEFINITIONS = f"""\
   tracking process lags behind the trainer), 20 kills at a random 0-4 s after the run exists
   (seeded): the kill lands mid-training, during the close, or after the run ended; gated: every
   run KILLED (`process_died`, points stored = `runner.points_received`) or FINISHED with all 6001
-  loss steps, none empty, no gap in the steps. The row lists how many ended each way.
+  loss steps, none empty (every run has its params), no gap in the steps. The row lists how many
+  ended each way. In both loops a kill before the first point leaves a run with its params and
+  no metric, and that counts as whole: nothing had reached the pipe.
 - **LAB**: 10,000 Adam steps on Rosenbrock from (-1.5, 2) in float64 through the optimizer
   lab's loop (`runner.lab.minimise`, every step's x, y, f, grad_norm and gap recorded) against a
   bare torch loop (autograd and `torch.optim.Adam`, the same start and lr), in one child process,

@@ -82,14 +82,15 @@ def _k9_loop(b: Bench, target: str, args: List[str], every: int, allowed: tuple)
         failure = _query(db, f"select value from tags where run_uuid='{run}' and key='runner.failure'")
         received = _query(db, f"select value from tags where run_uuid='{run}' and key='runner.points_received'")
         stored = _query(db, f"select count(*) from metrics where run_uuid='{run}'")
+        params = _query(db, f"select count(*) from params where run_uuid='{run}'")  # empty: none (issue 21)
         steps = [r[0] for r in _rows(db, f"select step from metrics where run_uuid='{run}' and key='loss' "
                                          "order by step")]
         points.append(stored)
         statuses.append(status)
         whole = str(stored) == str(received) if status == "KILLED" else len(steps) == 6000 // every + 1
         if status not in allowed or (status == "KILLED" and failure != "process_died") or not whole or \
-                not stored or steps != list(range(0, every * len(steps), every)) or latencies[-1] > K9_WITHIN_S:
-            bad.append(f"run {i}: {status} {failure}, {stored} stored of {received} received, "
+                not params or steps != list(range(0, every * len(steps), every)) or latencies[-1] > K9_WITHIN_S:
+            bad.append(f"run {i}: {status} {failure}, {params} params, {stored} stored of {received} received, "
                        f"{len(steps)} loss steps, closed after {latencies[-1]:.2f} s")
     ok = K9_RUNS - len(bad)
     b.samples[target] = {"seconds from kill to closed": latencies, "points stored": points}

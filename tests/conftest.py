@@ -130,23 +130,27 @@ def alive(pid: int) -> bool:
     return st is not None and st[0] not in ("Z", "X")  # a zombie has exited
 
 
-def stop(proc: subprocess.Popen, grace: float = 20.0) -> List[int]:
-    """SIGTERM the server and each of its descendants by PID, then SIGKILL what is left.
-    The tree is read first: once the server exits, its children are re-parented."""
+def stop(proc: subprocess.Popen, grace: float = 20.0, first: int = signal.SIGTERM) -> List[int]:
+    """`first` (SIGTERM; SIGKILL for a server lost at once) to the server and each of its
+    descendants by PID, then SIGKILL what is left after `grace` seconds. The tree is read
+    first: once the server exits, its children are re-parented."""
     pids = [proc.pid, *descendants(proc.pid)]
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, first)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and (proc.poll() is None or any(alive(p) for p in pids[1:])):
         time.sleep(0.2)
     for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 10  # SIGKILLed children are reaped by init: poll, don't guess
+        try:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it exited meanwhile
+            pass
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30  # SIGKILLed children are reaped by init: poll, don't guess
     while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
     return [p for p in pids if alive(p)]

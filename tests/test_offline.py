@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import alive, cli_env, client_for, descendants, free_port, wait_healthy
+from conftest import cli_env, client_for, free_port, stop, wait_healthy
 
 from runner.tracking import spool
 from test_faults import SYSCALL, _blocked_on_pipe, _tracking_process
@@ -43,17 +43,7 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
 
 def kill_server(proc: subprocess.Popen) -> None:
     """SIGKILL the server and each of its processes (uvicorn's worker, the job runner) by PID."""
-    pids = [proc.pid, *descendants(proc.pid)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
-    deadline = time.monotonic() + 30  # the children are reaped by init: poll, don't guess
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(p) for p in pids)
+    assert stop(proc, grace=0, first=signal.SIGKILL) == []
 
 
 def trainer(launch: Path, uri: str, name: str, epochs: int = 10**8) -> subprocess.Popen:
