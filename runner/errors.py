@@ -27,6 +27,9 @@ class Terminated(KeyboardInterrupt):
 def first_line(e: BaseException, limit: int = 500) -> str:
     """An error's first non-blank line (its type's name if it has none), at most `limit` long."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # SQLAlchemy puts "(raised as a result of Query-invoked autoflush; ...)" before the cause
+    # (a full disk's "database or disk is full"): the cause is the line to show
+    lines = [ln for ln in lines if not ln.startswith("(raised as a result of")] or lines
     return lines[0][:limit] if lines else type(e).__name__
 
 
