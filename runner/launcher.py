@@ -16,6 +16,7 @@ closes every running job KILLED through its worker's tracking process before the
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 from multiprocessing.connection import wait
 from typing import Any, List, Sequence
@@ -25,6 +26,7 @@ from hydra.core.utils import JobReturn, run_job, setup_globals
 from omegaconf import open_dict
 
 from runner.errors import Terminated, UserError
+from runner.tracking import service
 
 
 def workers(n_jobs: Any, jobs: int) -> int:
@@ -45,8 +47,16 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         print(f"launcher=warm: {len(jobs)} job(s) one after another in this process (1 worker)",
               file=sys.stderr, flush=True)
         return [_execute(launcher, idx, overrides) for idx, overrides in jobs]
+    services = service.for_workers(n)  # their imports of mlflow overlap the preload
     _preload()
-    return _fan_out(launcher, jobs, n)
+    try:
+        return _fan_out(launcher, jobs, services)
+    finally:  # each closes its worker's runs (KILLED after a signal or a kill) and exits
+        for s in services:
+            try:
+                s.proc.wait(timeout=TRACKING_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _preload() -> None:
@@ -59,17 +69,19 @@ def _preload() -> None:
     from runner import data, devices, models, optim, plots, train  # noqa: F401
 
 
-def _fan_out(launcher, jobs: list, n: int) -> List[JobReturn]:
+def _fan_out(launcher, jobs: list, services: list) -> List[JobReturn]:
     ctx = multiprocessing.get_context("fork")
     todo, done = ctx.SimpleQueue(), ctx.SimpleQueue()
     for job in jobs:
         todo.put(job)
-    for _ in range(n):
+    for _ in services:
         todo.put(None)  # one stop sign a worker
-    threads = max(1, len(os.sched_getaffinity(0)) // n)
-    procs = [ctx.Process(target=_worker, args=(launcher, todo, done, threads), daemon=False) for _ in range(n)]
+    threads = max(1, len(os.sched_getaffinity(0)) // len(services))
+    procs = [ctx.Process(target=_worker, args=(launcher, todo, done, threads, s, services), daemon=False)
+             for s in services]
     for p in procs:
         p.start()
+    service.close_copies(services)  # the workers hold them now: a worker's death must close its pipe
     results: dict = {}
     try:
         _collect(procs, done, results, len(jobs))
@@ -113,15 +125,12 @@ def _stop(procs, e: KeyboardInterrupt) -> None:
             p.kill()
 
 
-def _worker(launcher, todo, done, threads: int) -> None:
+def _worker(launcher, todo, done, threads: int, own, services: list) -> None:
     _die_with_parent()
     import torch
 
     torch.set_num_threads(threads)  # two workers on two cores: one thread each
-    from runner.tracking import service
-
-    service.forget_inherited()
-    service.get()  # its own tracking process, before the first job, for all of them
+    service.adopt(own, services)  # its own tracking process, started before the fork, for every job
     while (job := todo.get()) is not None:
         idx, overrides = job
         try:

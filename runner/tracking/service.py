@@ -289,6 +289,30 @@ def forget_inherited() -> None:
     _SERVICE = None
 
 
+def for_workers(n: int) -> List[Service]:
+    """hydra/launcher=warm: a tracking process for each of n workers, started before the sweep
+    process imports torch and forks them, so that their imports of mlflow overlap that import
+    instead of the workers' first jobs. The sweep process calls close_copies() once it has forked."""
+    return [Service() for _ in range(n)]
+
+
+def adopt(own: Service, every: List[Service]) -> None:
+    """In a forked worker: `own` becomes this process's tracking process. The copies of the sweep
+    process's pipe and of the other workers' pipes are closed: each tracking process must see its
+    own trainer's end close (a kill -9) and nobody else's."""
+    global _SERVICE
+    forget_inherited()
+    close_copies([s for s in every if s is not own])
+    own.pid = os.getpid()  # it is the sweep process's child: stop() here closes the pipe, no wait
+    _SERVICE = own
+
+
+def close_copies(services: List[Service]) -> None:
+    for s in services:
+        s.out.close()
+        s.inp.close()
+
+
 def release() -> None:
     """The CLI is done: a tracking process that got nothing is stopped; one that holds runs
     closes them and exits when this process's end of the pipe closes."""

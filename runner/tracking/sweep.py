@@ -70,7 +70,12 @@ class SweepCallback(Callback):
             stale.unlink()
         # The only route to the jobs: every launcher (submitit on other hosts included) shares it.
         (self.sweep_dir / SWEPT_FILE).write_text(json.dumps(sorted(space)))
-        (self.sweep_dir / PARENT_FILE).write_text(self.parent.id)  # waits for the store
+        from runner import preload  # the trainer's imports, the one call upward: see there
+
+        swept_optims = [v.strip() for v in space.get("optim", "").split(",") if v.strip()]
+        parent_id = preload.while_waiting(lambda: self.parent.id, str(config.engine),  # waits for the store
+                                          swept_optims or [config.optim.name])
+        (self.sweep_dir / PARENT_FILE).write_text(parent_id)
         self.open_parent = self.parent
 
     def _summarise(self, config: DictConfig) -> None:
