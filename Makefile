@@ -8,7 +8,7 @@ PORT    ?= 5000
 
 CLUSTER := .venv/.installed-cluster
 
-.PHONY: run test test-fast test-stress test-cluster bench ui clean
+.PHONY: run test test-slow test-all test-stress test-cluster bench ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
@@ -28,22 +28,28 @@ run: $(STAMP)
 
 # Each test's processes (the CLI, its tracking process, a sweep's workers) on one thread: torch's
 # default of a thread per core oversubscribes the cores several times over, and OpenMP's barriers
-# then stall. Four workers on two cores: the UI, offline and server tests mostly wait. Measured on
-# this machine: 2 workers and torch's threads 401 s; one thread each 480 s (with more tests); 3
-# workers and the slow files first (tests/conftest.py) 296 s; with the offline tests, 4 workers 386 s.
+# then stall. Four workers on two cores: the server and browser tests mostly wait.
 TEST_ENV = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 TEST_WORKERS = 4
+PYTEST = $(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS)
+
+# The suite in two tiers, both run by CI (.ci/run). `make test`: every unit, property and
+# reference test and the CLI end to end, in-process and in subprocesses (~150 s on 2 cores).
+# `make test-slow`: what needs many processes or minutes: sweeps through every launcher, faults
+# and signals at their moment, many processes on one store, a real mlflow server stopped and
+# restarted, the UI in Chromium, the wheel in a fresh venv, the notebook (~6 min).
 test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not stress"
+	$(PYTEST) --dist load -m "not slow and not stress"
+
+test-slow: $(STAMP)
+	$(PYTEST) --dist loadfile -m "slow and not stress"
+
+test-all: test test-slow
 
 # fault tests at their worst moment (Ctrl-C/SIGTERM of parallel sweeps, a disk that fills mid-run,
 # kill -9 right after the close): they pass alone but failed in a full run on a machine at load 20+
 test-stress: $(STAMP)
 	$(PY) -m pytest -q tests/test_launcher.py tests/test_faults.py -m stress
-
-# the same without the tests marked slow (browsers, the wheel, long end-to-end runs)
-test-fast: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not stress"
 
 $(CLUSTER): $(STAMP)
 	$(PIP) install -q -e '.[cluster]'

@@ -72,10 +72,12 @@ def all_runs(uri: str, experiment: str = None):
     return c.search_runs(ids, max_results=1000) if ids else []
 
 
-# The files that take longest go first: `make test`'s workers take files in this order (xdist
-# --dist loadfile), and a long file started last keeps one worker busy alone at the end.
-# test_ui mostly waits (its UI process starting, the browser): a third worker fills the cores.
-FIRST = ("test_ui.py", "test_offline.py", "test_sweeps.py", "test_faults.py", "test_store_faults.py", "test_api.py")
+# The files that take longest go first: the workers take tests in this order (`make test`: test by
+# test, xdist --dist load; `make test-slow`: file by file, --dist loadfile, for the module-wide UI
+# and server), and a long one started last keeps one worker busy alone at the end. test_ui mostly
+# waits (its UI process starting, the browser): another worker fills the cores meanwhile.
+FIRST = ("test_properties.py", "test_readme.py", "test_keys.py",  # make test's longest
+         "test_ui.py", "test_offline.py", "test_sweeps.py", "test_faults.py", "test_store_faults.py", "test_api.py")
 
 
 def pytest_collection_modifyitems(items):

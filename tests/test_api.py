@@ -21,6 +21,7 @@ def state():
             list(warnings.filters), GlobalHydra.instance().is_initialized(), list(sys.argv), os.getcwd())
 
 
+@pytest.mark.slow  # ten real runs in one process
 def test_ten_calls_leave_the_process_as_they_found_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -45,6 +46,7 @@ def test_ten_calls_leave_the_process_as_they_found_it(tmp_path, monkeypatch, cap
     assert len(runs) == 1 + len(ids) == 1 + 7 and all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow  # a sweep and two runs in one process
 def test_the_cli_in_process_puts_back_what_it_changes(tmp_path, monkeypatch, capsys):
     """A run, a diverging run, bad input and a sweep with a failing job through the CLI's own
     main(), with no reset by hand (runner.session owns it): the collector thresholds, signal
@@ -93,6 +95,7 @@ def test_run_returns_history_figures_and_link(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # a sweep of real runs
 def test_sweep_and_compare(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = runner.sweep("gd_vs_sgd", optim=["gd", "sgd"], seed=range(2), epochs=5)

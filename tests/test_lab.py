@@ -262,6 +262,7 @@ def test_bad_input_is_one_line_exit_2_and_no_store(args, key, tmp_path, monkeypa
     assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # a four-job sweep
 def test_sweep_overlays_every_path_on_the_parent(tmp_path, monkeypatch, capsys):
     """The textbook's "different solvers" figure: one contour with each child's path, on the
     sweep's parent run."""

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import ROOT, all_runs
 
+pytestmark = pytest.mark.slow  # a Jupyter kernel: make test-slow (README)
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import cli_env, client_for, free_port, stop, wait_healthy
 
+pytestmark = pytest.mark.slow  # a real mlflow server stopped and restarted: make test-slow (README)
+
 from runner.tracking import spool
 from test_faults import SYSCALL, _blocked_on_pipe, _tracking_process
 
@@ -110,7 +112,6 @@ def the_line(err: str, uri: str, run_id: str, status: str) -> None:
 
 
 @pytest.mark.skipif(SYSCALL is None, reason="syscall numbers known for x86_64 and aarch64 only")
-@pytest.mark.slow
 def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_path):
     """Three runs lose their server: one while training (FAILED), one while it closes after a
     SIGTERM (KILLED: the CLI once said "closed as KILLED" of a run the server held RUNNING), one

@@ -1,5 +1,6 @@
 """Every preset, found by glob (a new one is covered without editing a test): it runs from the
 CLI, and it sets only what it changes."""
+import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, all_runs, cli_in_process, make_cfg
@@ -10,6 +11,7 @@ PRESETS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 NEEDS_FILES = ["csv_linreg", "mnist_mlp"]
 
 
+@pytest.mark.slow  # eleven presets through the CLI
 def test_every_preset_runs_from_the_cli_by_glob(tmp_path, monkeypatch, capsys):
     """lightning-hydra-template's `experiment=glob(*)`: one sweep, a job per preset, 3 epochs each."""
     out = cli_in_process("-m", f"experiment=glob(*,exclude=[{','.join(NEEDS_FILES)}])", "epochs=3",

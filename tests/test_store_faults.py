@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import all_runs, cli_env, cli_in_process
+
+pytestmark = pytest.mark.slow  # many processes on one store, kills and full disks: make test-slow (README)
 from runner.errors import UserError
 from runner.tracking import sqlite_file, store
 

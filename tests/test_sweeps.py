@@ -12,6 +12,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, all_runs, cli, client_for
+
+pytestmark = pytest.mark.slow  # sweeps through the CLI in subprocesses, every launcher: make test-slow (README)
 from runner import devices
 from runner.config import UserError
 
@@ -85,7 +87,6 @@ def test_compare_without_a_store_or_a_sweep_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # reading never creates a store
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["hydra/launcher=joblib hydra.launcher.n_jobs=4",
                                       "hydra/launcher=warm hydra.launcher.n_jobs=2"], ids=["joblib", "warm"])
 def test_parallel_jobs_on_a_fresh_store_keep_every_run_and_point(tmp_path, launcher):
@@ -111,7 +112,6 @@ def test_parallel_jobs_on_a_fresh_store_keep_every_run_and_point(tmp_path, launc
     assert total == 4 * 3 * points
 
 
-@pytest.mark.slow
 def test_submitit_local_jobs_find_the_parent_through_the_sweep_dir(tmp_path):
     proc = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=3",
                "lr=1e-3,1e-2", *TINY, cwd=tmp_path)
@@ -129,7 +129,6 @@ def test_submitit_local_jobs_find_the_parent_through_the_sweep_dir(tmp_path):
     assert parent.data.tags["runner.best_run_id"] == best.info.run_id
 
 
-@pytest.mark.slow
 def test_optuna_search_goes_on_after_a_diverged_trial(tmp_path):
     # lr 1e6 diverges with gd (a FAILED trial) but not with adam; the optimizer is a config group
     proc = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0",
