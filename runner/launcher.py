@@ -4,19 +4,18 @@ Hydra's joblib launcher starts each worker as a fresh interpreter (loky) that im
 runner and, through its own tracking process, mlflow: on 2 cores that cost more than the second
 core gave (issue 23: 1.32x slower than the basic launcher). Here the sweep's process imports
 torch and the trainer once, then forks its workers (Linux; copy-on-write, so they start in
-milliseconds); each worker starts one tracking process before its first job and keeps it for
-every job it runs. Jobs go to whichever worker is free, one at a time.
+milliseconds). The sweep's own tracking process, mlflow imported and the store open, records
+every job: each worker gets its own pipe to it before the fork. Jobs go to whichever worker is
+free, one at a time.
 
 The guarantees are the CLI's: the store exists before the fan-out (the sweep callback made the
-parent run); a worker dies with the sweep's process (PR_SET_PDEATHSIG), and its tracking process
-then closes its run KILLED (`process_died`) with every point it received; Ctrl-C or SIGTERM
-closes every running job KILLED through its worker's tracking process before the sweep exits
-130/143; each job keeps its job number, so device.index spreads jobs over several GPUs.
+parent run); a worker dies with the sweep's process (PR_SET_PDEATHSIG), and the tracking process
+then closes its run KILLED (`process_died`) with every point it received, when that worker's
+pipe closes; Ctrl-C or SIGTERM closes every running job KILLED before the sweep exits 130/143; each job keeps its job number, so device.index spreads jobs over several GPUs.
 """
 import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 from multiprocessing.connection import wait
 from typing import Any, List, Sequence
@@ -47,16 +46,12 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         print(f"launcher=warm: {len(jobs)} job(s) one after another in this process (1 worker)",
               file=sys.stderr, flush=True)
         return [_execute(launcher, idx, overrides) for idx, overrides in jobs]
-    services = service.for_workers(n)  # their imports of mlflow overlap the preload
+    services = service.for_workers(n)  # pipes to the sweep's own tracking process, one a worker
     _preload()
     try:
         return _fan_out(launcher, jobs, services)
-    finally:  # each closes its worker's runs (KILLED after a signal or a kill) and exits
-        for s in services:
-            try:
-                s.proc.wait(timeout=TRACKING_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
+    finally:  # the runs of workers stopped by a signal or a kill are closed KILLED, then we go on
+        service.get().settle()
 
 
 def _preload() -> None:
@@ -86,7 +81,10 @@ def _fan_out(launcher, jobs: list, services: list) -> List[JobReturn]:
     try:
         _collect(procs, done, results, len(jobs))
     except KeyboardInterrupt as e:
-        _stop(procs, e)
+        _stop(procs, signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT, grace=10)
+        raise
+    except BaseException:  # a worker died: the others' running jobs end KILLED, not later
+        _stop(procs, signal.SIGTERM, grace=0)
         raise
     return [results[idx] for idx, _ in jobs]
 
@@ -110,19 +108,19 @@ def _collect(procs, done, results: dict, count: int) -> None:
                                "job(s) left; a run it had open is closed KILLED by its tracking process")
 
 
-def _stop(procs, e: KeyboardInterrupt) -> None:
+def _stop(procs, sig: int, grace: float) -> None:
     """Ctrl-C reaches every worker with the terminal's process group; SIGTERM (kill, scancel) may
     reach this process alone: hand it on. Then wait while each worker closes its run KILLED."""
-    sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
     for handler in (signal.SIGINT, signal.SIGTERM):
         signal.signal(handler, signal.SIG_IGN)  # a second signal must not cut the wait short
     for p in procs:
-        p.join(timeout=10)  # workers the signal reached end by themselves
+        p.join(timeout=grace)  # workers the signal reached end by themselves
         if p.is_alive():
             os.kill(p.pid, sig)
             p.join(timeout=60)
-        if p.is_alive():  # its tracking process still closes the run, KILLED, process_died
+        if p.is_alive():  # the tracking process still closes its run, KILLED, process_died
             p.kill()
+            p.join()
 
 
 def _worker(launcher, todo, done, threads: int, own, services: list) -> None:
@@ -130,7 +128,7 @@ def _worker(launcher, todo, done, threads: int, own, services: list) -> None:
     import torch
 
     torch.set_num_threads(threads)  # two workers on two cores: one thread each
-    service.adopt(own, services)  # its own tracking process, started before the fork, for every job
+    service.adopt(own, services)  # its pipe to the sweep's tracking process, for every job
     while (job := todo.get()) is not None:
         idx, overrides = job
         try:

@@ -105,8 +105,9 @@ def run(cfg: Any, job: Optional[Job] = None) -> Result:
         mlrun.end(e)
         note_run(e, mlrun.id)  # the error message names the run it closed
         raise
+    link = close(mlrun, uri)  # first: the run's id, read below, is the close's answer
     return Result("FINISHED", final_loss, mlrun.id, mlrun.name, cfg.experiment_name, trace.curve, trace.seconds,
-                  trace.extra, close(mlrun, uri))
+                  trace.extra, link)
 
 
 def log_config(mlrun: Any, resolved: dict, params: dict, job: Job) -> None:
@@ -120,10 +121,10 @@ def log_config(mlrun: Any, resolved: dict, params: dict, job: Job) -> None:
 
 
 def close(mlrun: Any, uri: str) -> str:
-    """End a finished run; returns its page in the UI (built first: it asks the open run)."""
-    link = links.run_link(links.ui_base(uri), mlrun.experiment_id, mlrun.id)
+    """End a finished run; returns its page in the UI. The close is the trainer's last word to
+    the tracking process: a kill -9 after it still leaves the run FINISHED (test_faults)."""
     mlrun.end()
-    return link
+    return links.run_link(links.ui_base(uri), mlrun.experiment_id, mlrun.id)
 
 
 def validate(cfg: Any, job: Job):

@@ -58,15 +58,31 @@ def cli_in_process(*args: str, cwd, monkeypatch, capsys, env=None) -> SimpleName
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
+class NoStoreYet(LookupError):
+    """The sqlite file is not there (yet): a test that polls a store must not create it."""
+
+
 def client_for(uri: str):
+    """MLflow's client of the store at `uri`. Never for a sqlite file that does not exist: MLflow's
+    client creates the store at construction, and one the test creates while the runner creates
+    its own (aside, then moved into place) is a hot journal on the runner's new file, which then
+    reads `database disk image is malformed` (seen in test_launcher's polls under load)."""
     from mlflow.tracking import MlflowClient
 
+    from runner.tracking import sqlite_file
+
+    path = sqlite_file.path_of(uri)
+    if path is not None and not path.exists():
+        raise NoStoreYet(f"no store at {path} yet")
     return MlflowClient(tracking_uri=uri)
 
 
 def all_runs(uri: str, experiment: str = None):
-    """Every run in the store (every experiment unless one is named)."""
-    c = client_for(uri)
+    """Every run in the store (every experiment unless one is named); none while there is no store."""
+    try:
+        c = client_for(uri)
+    except NoStoreYet:
+        return []
     exps = [c.get_experiment_by_name(experiment)] if experiment else c.search_experiments()
     ids = [e.experiment_id for e in exps if e is not None]
     return c.search_runs(ids, max_results=1000) if ids else []

@@ -129,3 +129,39 @@ def test_joblib_sweep_interrupted_closes_every_run_killed(tmp_path, signum, code
             received = run.data.tags.get("runner.points_received")
             if received is not None:  # closed by its tracking process: every point it was handed
                 assert int(received) >= points
+
+
+def test_a_warm_sweep_records_through_one_tracking_process_and_a_killed_worker_s_run_ends_killed(tmp_path):
+    """Issue 23: the warm workers share the sweep's tracking process (one mlflow import, one open
+    store), each over its own pipe; kill -9 of one worker closes its run KILLED with every point it
+    handed over, the other worker's running job ends KILLED too, and nothing stays RUNNING."""
+    import psutil
+
+    uri = sqlite_uri(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=warm",
+                             "hydra.launcher.n_jobs=2", "lr=1e-3,2e-3,3e-3", "epochs=3000000", "log_every=10",
+                             "device=cpu"], cwd=tmp_path, env=cli_env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, seen = time.monotonic() + 240, []
+        while not _running_children(uri, 2, seen):  # an event in the store, polled
+            assert proc.poll() is None and time.monotonic() < deadline, seen[-5:]
+            time.sleep(0.5)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        tracking = [p for p in tree if "runner.tracking.process" in " ".join(p.cmdline())]
+        workers = [p for p in psutil.Process(proc.pid).children() if p not in tracking]
+        assert len(tracking) == 1 and len(workers) == 2, [p.cmdline()[-3:] for p in tree]
+        workers[0].kill()
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "a worker died" in err and "Traceback" not in err, err
+    parent, children = sweep_runs(uri)  # the CLI exits once the tracking process closed them all
+    assert parent.info.status != "RUNNING"
+    killed = [r for r in children if r.data.tags.get("runner.failure") == "process_died"]
+    assert len(killed) == 1 and all(r.info.status == "KILLED" for r in children), \
+        [(r.info.run_name, r.info.status, r.data.tags.get("runner.failure")) for r in children]
+    client = client_for(uri)
+    stored = sum(len(client.get_metric_history(killed[0].info.run_id, k)) for k in killed[0].data.metrics)
+    assert stored == int(killed[0].data.tags["runner.points_received"]) > 0

@@ -215,10 +215,10 @@ def test_both_tracking_surfaces_have_the_protocols_signatures():
     comment kept them in step; now each method has the Protocol's signature, annotations included."""
     import inspect
 
-    from runner.tracking import interface, record, service
+    from runner.tracking import interface, record, remote_run, service
 
     pairs = [(interface.Tracking, record.Tracker, service.Service),
-             (interface.RunRecord, record.Run, service.RemoteRun)]
+             (interface.RunRecord, record.Run, remote_run.RemoteRun)]
     for protocol, here, remote in pairs:
         names = _methods(protocol)
         assert len(names) >= 5, protocol
@@ -228,7 +228,7 @@ def test_both_tracking_surfaces_have_the_protocols_signatures():
             assert inspect.signature(getattr(remote, name)) == want, f"{remote.__name__}.{name}"
     properties = [n for n, v in vars(interface.RunRecord).items() if isinstance(v, property)]
     assert set(properties) == {"id", "name", "uri", "experiment_id"}
-    assert all(isinstance(getattr(service.RemoteRun, n), property) for n in ("id", "experiment_id"))
+    assert all(isinstance(getattr(remote_run.RemoteRun, n), property) for n in ("id", "experiment_id"))
 
 
 def test_the_tracking_process_carries_out_only_the_calls_on_its_list():

@@ -6,10 +6,12 @@ this package imports mlflow.
 - sqlite_file: a sqlite store's file: its path as SQLAlchemy reads it, its lock, its checks
 - record:      one run's record in this process (Tracker, Run): params, buffered metrics, tags,
                artifacts, dataset, model; what a run's params and config hash are
-- service:     the trainer's side of the tracking process (Service, RemoteRun): the same
-               surface over a pipe, so that the trainer never waits on the store
+- service:     the trainer's side of the tracking process (Service): the same surface over
+               a pipe, so that the trainer never waits on the store; one a process
+- remote_run:  one run over that pipe (RemoteRun), its points handed over in batches
 - process:     the tracking process itself (`python -m runner.tracking.process`): the calls it
-               allows, carried out on record's Tracker and Runs
+               allows, carried out on record's Tracker and Runs, for one trainer's pipe or
+               several (a warm sweep's workers)
 - messages:    what goes over that pipe, typed (Call; Started, Reply, Refused)
 - sweep:       the sweep's parent run, a Hydra callback in the launching process
 - job_files:   the files a sweep's processes share (parent id, swept keys, each job's result)

@@ -1,5 +1,5 @@
 """The tracking surface the trainer and the sweep use, in one place: record.Tracker / record.Run
-track in this process, service.Service / service.RemoteRun through the tracking process; both
+track in this process, service.Service / remote_run.RemoteRun through the tracking process; both
 pairs implement these Protocols, and tests/test_tracking.py checks that their signatures match.
 The shape is torchtune's MetricLoggerInterface: a few calls, nothing about how they are stored."""
 from typing import Any, Dict, List, Optional, Protocol, Tuple

@@ -16,9 +16,11 @@ class Call(NamedTuple):
 
 
 class Started(NamedTuple):
-    """The run `handle` exists in the store as `run_id`: the trainer can close it if we die."""
+    """The run `handle` exists in the store as `run_id`: the trainer can close it if we die (and
+    link to it in `experiment_id` without another question)."""
     handle: int
     run_id: str
+    experiment_id: str = ""
 
 
 class Reply(NamedTuple):

@@ -1,8 +1,10 @@
 """The tracking process's side of the pipe (service.py is the trainer's): run as
-`python -m runner.tracking.process IN_FD OUT_FD SPOOL`. It reads messages.Call from the pipe,
-carries out those its allow-list names on a record.Tracker and its Runs, answers with
+`python -m runner.tracking.process IN_FD OUT_FD SPOOL CONTROL_FD`. It reads messages.Call from
+the pipe, carries out those its allow-list names on a record.Tracker and its Runs, answers with
 messages.Started / Reply / Refused, and at the end of the pipe closes every run still open:
-KILLED with `runner.failure=process_died`, after writing every point it had received. A run whose
+KILLED with `runner.failure=process_died`, after writing every point it had received. More
+trainers' pipes may come over CONTROL_FD (a warm sweep's workers, attach()): each is served the
+same way, and the process ends when the last pipe has closed. A run whose
 server stops answering is carried on on disk (Runs, spool.OfflineRun) for `python -m runner.sync`."""
 import contextlib
 import gc
@@ -10,18 +12,22 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 import warnings
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from runner.errors import UserError, first_line
 from runner.tracking import record, spool, store
 from runner.tracking.messages import Call, Refused, Reply, Started
 
 PIPE_BYTES = 1 << 20  # Linux's largest pipe for an unprivileged process: ~25k points in flight
+CONTROL_KIND = getattr(socket, "SOCK_SEQPACKET", socket.SOCK_DGRAM)  # one attach a message
+SETTLED = "settled"  # a trainer's call answered once every other trainer's pipe has closed
 
 # The calls the trainer may make, by the name it sends; nothing else is carried out. start_run
 # and close are the process's own (they add and remove a run) and come first in _dispatch.
@@ -36,10 +42,12 @@ class NoSuchCall(ValueError):
     """A method name not in the allow-list: refused and reported, never looked up."""
 
 
-def spawn(spool: Path) -> Tuple[subprocess.Popen, Connection, Connection]:
-    """Start it (the trainer calls this): the process, the trainer's end to it and from it."""
+def spawn(spool: Path) -> Tuple[subprocess.Popen, Connection, Connection, socket.socket]:
+    """Start it (the trainer calls this): the process, the trainer's end to it and from it, and
+    the socket through which attach() hands it more trainers' pipes."""
     to_service, from_trainer = os.pipe()
     to_trainer, from_service = os.pipe()
+    control, theirs = socket.socketpair(socket.AF_UNIX, CONTROL_KIND)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}  # not ours
     for key, value in store.HTTP_PATIENCE.items():  # it makes the HTTP requests
         env.setdefault(key, value)
@@ -47,12 +55,25 @@ def spawn(spool: Path) -> Tuple[subprocess.Popen, Connection, Connection]:
     # the run as KILLED through this process (it also ignores SIGINT and SIGTERM itself).
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner.tracking.process", str(to_service), str(from_service),
-         str(spool)], pass_fds=(to_service, from_service), start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
-    os.close(to_service)
-    os.close(from_service)
+         str(spool), str(theirs.fileno())], pass_fds=(to_service, from_service, theirs.fileno()),
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    for fd in (to_service, from_service):
+        os.close(fd)
+    theirs.close()
     _widen(from_trainer)
-    return proc, Connection(from_trainer, readable=False), Connection(to_trainer, writable=False)
+    return proc, Connection(from_trainer, readable=False), Connection(to_trainer, writable=False), control
+
+
+def attach(control: socket.socket) -> Tuple[Connection, Connection]:
+    """One more trainer for a running tracking process (hydra/launcher=warm: a worker, forked
+    later): a new pair of pipes, whose far ends go to it over `control` (SCM_RIGHTS)."""
+    to_service, from_trainer = os.pipe()
+    to_trainer, from_service = os.pipe()
+    socket.send_fds(control, [b"attach"], [to_service, from_service])
+    for fd in (to_service, from_service):
+        os.close(fd)
+    _widen(from_trainer)
+    return Connection(from_trainer, readable=False), Connection(to_trainer, writable=False)
 
 
 def _widen(fd: int) -> None:
@@ -64,24 +85,66 @@ def _widen(fd: int) -> None:
         pass
 
 
-def serve(inp: Connection, out: Connection, spool: Path) -> None:
+class Peer:
+    """One trainer's pipes (the CLI's, or a warm worker's) and the runs it opened."""
+
+    def __init__(self, inp: Connection, out: Connection):
+        self.inp, self.out, self.runs, self.broken = inp, out, Runs(out), set()
+        self.settling = False  # it asked to hear once it is the last trainer (SETTLED)
+
+
+def serve(inp: Connection, out: Connection, spool: Path, control: Optional[socket.socket] = None) -> None:
+    """Until every trainer's pipe has closed: carry out their calls, one at a time, in the order
+    each sent them; a trainer whose pipe closes has its open runs closed KILLED."""
     import mlflow  # noqa: F401  now, while the trainer imports torch: the point of this process
 
-    tracker, runs, broken = record.Tracker(), Runs(out), set()
-    while True:
-        try:
-            if not inp.poll(record.FLUSH_SECONDS):
-                for handle in list(runs):  # points must not wait for the trainer's next message
-                    _quietly(runs.call, handle, "flush")
+    tracker, peers, flushed = record.Tracker(), [Peer(inp, out)], time.monotonic()
+    while peers:
+        ready = wait([p.inp for p in peers] + ([control] if control else []), record.FLUSH_SECONDS)
+        if control in ready:
+            control = _attach(control, peers)
+        for peer in [p for p in reversed(peers) if p.inp in ready]:  # workers before the sweep's own
+            try:
+                call: Call = peer.inp.recv()
+            except (EOFError, OSError):
+                _close_all(peer)
+                peers.remove(peer)
                 continue
-            call: Call = inp.recv()
-        except (EOFError, OSError):
-            break
-        _carry_out(call, tracker, runs, broken, out)
-    for handle in sorted(runs, reverse=True):  # a sweep's job before its parent
-        tags = {"runner.failure": "process_died", "runner.points_received": runs[handle].received}
-        _quietly(runs.call, handle, "close", "KILLED", tags)
+            if call.method == SETTLED and call.handle is None:
+                peer.settling = True
+            else:
+                _carry_out(call, tracker, peer)
+        if time.monotonic() - flushed > record.FLUSH_SECONDS:  # points must not wait for a next message
+            flushed = time.monotonic()
+            for peer in peers:
+                for handle in list(peer.runs):
+                    _quietly(peer.runs.call, handle, "flush")
+        for peer in peers:
+            if peer.settling and len(peers) == 1:
+                peer.settling = False
+                _tell(peer.out, Reply(None))
     shutil.rmtree(spool, ignore_errors=True)
+
+
+def _attach(control: socket.socket, peers: list) -> Optional[socket.socket]:
+    """A trainer's pipes from attach(); None once the socket is closed (no more will come)."""
+    try:
+        message, fds, _, _ = socket.recv_fds(control, 16, 2)
+    except OSError:
+        message, fds = b"", []
+    if not message:
+        control.close()
+        return None
+    peers.append(Peer(Connection(fds[0], writable=False), Connection(fds[1], readable=False)))
+    return control
+
+
+def _close_all(peer: Peer) -> None:
+    """Its trainer's end closed with runs open: KILLED, after every point it handed over."""
+    for handle in sorted(peer.runs, reverse=True):  # a sweep's job before its parent
+        tags = {"runner.failure": "process_died", "runner.points_received": peer.runs[handle].received}
+        _quietly(peer.runs.call, handle, "close", "KILLED", tags)
+    peer.out.close()
 
 
 class Runs(dict):
@@ -116,20 +179,20 @@ class Runs(dict):
         return offline
 
 
-def _carry_out(call: Call, tracker: record.Tracker, runs: Runs, broken: set,
-               out: Connection) -> None:
+def _carry_out(call: Call, tracker: record.Tracker, peer: Peer) -> None:
     try:
-        if call.handle in broken and not call.reply:
+        if call.handle in peer.broken and not call.reply:
             return
-        value = _dispatch(tracker, runs, call)
+        value = _dispatch(tracker, peer.runs, call)
     except Exception as e:  # noqa: BLE001  reported to the trainer, which decides
-        broken.add(call.handle)  # the store refused this run: what follows for it is skipped
-        _tell(out, Refused(call.handle, isinstance(e, UserError), first_line(e), call.reply))
+        peer.broken.add(call.handle)  # the store refused this run: what follows for it is skipped
+        _tell(peer.out, Refused(call.handle, isinstance(e, UserError), first_line(e), call.reply))
     else:
         if call.method == "start_run":
-            _tell(out, Started(call.handle, runs[call.handle].id))  # so that the trainer can close it
+            run = peer.runs[call.handle]
+            _tell(peer.out, Started(call.handle, run.id, run.experiment_id))  # so that the trainer can close it
         if call.reply:
-            _tell(out, Reply(value))
+            _tell(peer.out, Reply(value))
     finally:
         if call.remove:
             shutil.rmtree(call.remove, ignore_errors=True)
@@ -192,7 +255,7 @@ def main(argv: List[str]) -> None:
     gc.set_threshold(100_000, 50, 1000)
     silence()
     inp, out = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
-    serve(inp, out, Path(argv[2]))
+    serve(inp, out, Path(argv[2]), socket.socket(fileno=int(argv[3])) if len(argv) > 3 else None)
     # Every run is closed and its records committed: skip tearing down mlflow's modules (~0.2 s,
     # which whoever reads the trainer's stderr, this process's too, would wait for).
     sys.stderr.flush()

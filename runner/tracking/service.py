@@ -1,5 +1,5 @@
-"""The tracking process: one per CLI invocation, or per parallel worker (joblib, submitit), started
-before torch is imported. It imports mlflow while the trainer imports torch and trains, owns the
+"""The tracking process: one per CLI invocation (a warm sweep's workers share the sweep's), or
+per parallel worker of joblib and submitit, started before torch is imported. It imports mlflow while the trainer imports torch and trains, owns the
 MLflow runs, batches their metrics, and closes every run it opened: as the trainer says, or, when
 the trainer's end of the pipe closes first (kill -9, the OOM killer, a cluster's hard limit),
 KILLED with `runner.failure=process_died` after writing every point it had received.
@@ -10,41 +10,66 @@ artifacts, the data, the model) go through a spool folder, not the pipe: a pipe 
 MNIST would stall the trainer until the service had read it. Unlike wandb there is no socket or
 shared server: a pipe per trainer needs no port and dies with it, which is what tells the service.
 
-This file is the trainer's side: `Service` and `RemoteRun`, interface.Tracking and RunRecord
-over the pipe (record.Tracker, record.Run in-process); process.py the process's; messages.py both.
+This file is the trainer's side: `Service`, interface.Tracking over the pipe (record.Tracker
+in-process), and this process's one Service; remote_run.py a run's (RemoteRun, record.Run's
+twin); process.py the process's side; messages.py both.
 """
+import contextlib
 import itertools
 import os
+import signal
 import shutil
 import tempfile
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from runner.errors import Offline, UserError
-from runner.tracking import model_folder, process, record
+from runner.tracking import process, record
 from runner.tracking.interface import RunRecord, Tracking
 from runner.tracking.messages import Call, Refused, Reply, Started
+from runner.tracking.remote_run import RemoteRun
 
-HANDOVER_SECONDS, HANDOVER_POINTS = 0.2, 1000  # the trainer's points wait at most this long
-
+HELD_SIGNALS = {getattr(signal, s) for s in ("SIGINT", "SIGTERM") if hasattr(signal, s)}
 
 class TrackingError(RuntimeError):
     """The store refused a record after the run started, or the tracking process died."""
 
 
+@contextlib.contextmanager
+def _whole_message():
+    """Ctrl-C or SIGTERM held back while a message is written or read, and delivered right after.
+    A handler that raised between two writes of one message (the pipe full, the tracking process
+    behind) left half of it in the pipe: the tracking process then waited for the rest, and the
+    trainer for the answer to its close, for ever (a warm sweep signalled under load); between two
+    reads, the next answer would be read from the middle of this one."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Service(Tracking):
     """interface.Tracking through this process's own tracking process."""
 
-    def __init__(self) -> None:
-        self.spool = Path(tempfile.mkdtemp(prefix="runner-tracking-"))  # files handed over
-        self.proc, self.out, self.inp = process.spawn(self.spool)
+    def __init__(self, hub: Optional["Service"] = None) -> None:
+        """A tracking process of its own; or, with `hub`, a new pipe to hub's (attach)."""
+        if hub is None:
+            self.spool = Path(tempfile.mkdtemp(prefix="runner-tracking-"))  # files handed over
+            self.proc, self.out, self.inp, self.control = process.spawn(self.spool)
+        else:
+            self.spool, self.proc, self.control = hub.spool, hub.proc, None
+            self.out, self.inp = process.attach(hub.control)
         self.pid = os.getpid()  # a forked child must start its own
         self.handles = itertools.count(1)
-        self.started = False  # a run or a query reached it: it must not be killed
+        self.started = hub is not None  # a run or a query reached it: it must not be killed
         self.errors: Dict[Optional[int], Refused] = {}  # the first refusal of each run
         self.run_ids: Dict[int, str] = {}  # handle -> MLflow run id, as the service reports them
+        self.experiments: Dict[int, str] = {}  # handle -> its experiment's id, likewise
         self.open: Dict[int, str] = {}  # handle -> store URI of each run not closed yet
         self.dead: Optional[TrackingError] = None
 
@@ -78,10 +103,12 @@ class Service(Tracking):
     def send(self, handle: Optional[int], method: str, args: tuple, reply: bool = False,
              remove: Optional[Path] = None) -> None:
         self.started = True
-        try:
-            self.out.send(Call(handle, method, args, reply, str(remove) if remove else None))
-        except OSError:
-            raise self._died() from None
+        message = Call(handle, method, args, reply, str(remove) if remove else None)
+        with _whole_message():
+            try:
+                self.out.send(message)
+            except OSError:
+                raise self._died() from None
 
     def ask(self, handle: Optional[int], method: str, *args) -> Any:
         """Send, wait for the answer; the error on this call or on the run's start (its root cause) is raised."""
@@ -112,7 +139,9 @@ class Service(Tracking):
     def _receive(self) -> tuple:
         """The next message: a Reply, or news of a run (Started, Refused)."""
         try:
-            message = self.inp.recv()
+            self.inp.poll(None)  # the wait, which a signal may cut short
+            with _whole_message():  # the read, which it may not
+                message = self.inp.recv()
         except (EOFError, OSError):
             raise self._died() from None
         self._note(message)
@@ -121,6 +150,7 @@ class Service(Tracking):
     def _note(self, message: tuple) -> None:
         if isinstance(message, Started):
             self.run_ids[message.handle] = message.run_id
+            self.experiments[message.handle] = message.experiment_id
         elif isinstance(message, Refused):  # the first refusal of a run is its root cause
             self.errors.setdefault(message.handle, message)
 
@@ -134,7 +164,17 @@ class Service(Tracking):
             self.proc.kill()
             self.proc.wait()
             shutil.rmtree(self.spool, ignore_errors=True)
-        self.out.close()
+        self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for end in (self.out, self.inp, self.control):
+            if end is not None:
+                end.close()
+
+    def settle(self) -> None:
+        """Wait until every trainer attached to this tracking process has gone (its runs closed:
+        by the trainer, or KILLED when its pipe closed)."""
+        self.ask(None, process.SETTLED)
 
     def _died(self) -> TrackingError:
         """The tracking process is gone (killed, out of memory): close here, FAILED, the runs it
@@ -161,90 +201,6 @@ class Service(Tracking):
         self.dead = TrackingError(f"tracking: the tracking process ended unexpectedly (exit code {code}); "
                                   + (f"run {', '.join(closed)} marked FAILED" if closed else "no run was open"))
         return self.dead
-
-
-class RemoteRun:
-    """interface.RunRecord over the pipe (record.Run is its twin). Points are handed over in
-    batches (every HANDOVER_SECONDS or HANDOVER_POINTS); what was handed over survives the trainer."""
-
-    def __init__(self, service: Service, handle: int, uri: str, name: str):
-        self.service, self.handle, self.uri, self.name = service, handle, uri, name
-        self._id: Optional[str] = None
-        self._experiment_id: Optional[str] = None
-        self._points: List[Tuple[str, float, int, int]] = []
-        self._handed = time.monotonic()
-
-    @property
-    def id(self) -> str:
-        if self._id is None:  # end() sets it too, from the close's answer
-            self._info()
-        return self._id
-
-    @property
-    def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            self._info()
-        return self._experiment_id
-
-    def _info(self) -> None:  # waits for the service to have created the run
-        self._id, self.name, self._experiment_id = self.service.ask(self.handle, "info")
-
-    def _send(self, method: str, *args, remove: Optional[Path] = None) -> None:
-        self.service.send(self.handle, method, args, remove=remove)
-
-    def log_params(self, params: Dict[str, Any]) -> None:
-        self._send("log_params", {k: str(v) for k, v in params.items()})
-
-    def set_tags(self, tags: Dict[str, Any]) -> None:
-        self._send("set_tags", {k: str(v) for k, v in tags.items()})
-
-    def set_experiment_tag(self, key: str, value: str) -> None:
-        self._send("set_experiment_tag", key, value)
-
-    def log(self, key: str, value: float, step: int) -> None:
-        self._points.append((key, float(value), int(time.time() * 1000), step))
-        if len(self._points) >= HANDOVER_POINTS or time.monotonic() - self._handed > HANDOVER_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        self._hand_over()
-        self.service.raise_error(self.handle)  # a store that refused us: stop now, not at the end
-
-    def _hand_over(self) -> None:
-        if self._points:
-            self._send("log_points", self._points)
-            self._points = []
-        self._handed = time.monotonic()
-
-    def log_artifacts(self, local_dir: str) -> None:
-        copy = self.service.spooled("artifacts")
-        shutil.copytree(local_dir, copy)
-        self._send("log_artifacts", str(copy), remove=copy.parent)
-
-    def log_dataset(self, name: str, source: str, X: Any, y: Any, context: str = "train") -> None:
-        import numpy as np
-
-        path = self.service.spooled("data.npz")
-        np.savez(path, X=X, y=y)
-        self._send("log_dataset_file", name, source, str(path), context, remove=path.parent)
-
-    def log_model(self, module: Any, example: Any, step: int) -> None:
-        path = self.service.spooled("model.pth")
-        output, torch_version = model_folder.save_module(module, example, path)
-        self._send("log_model_file", str(path), example, output, step, torch_version, remove=path.parent)
-
-    def end(self, error: Optional[BaseException] = None) -> str:
-        status, tags = record.status_of(error)
-        self._hand_over()  # on the way out with an error, without raising another
-        if error is None:  # all handed over: FINISHED, also on disk (then the close says so)
-            self.service.raise_error(self.handle, offline=False)
-        closed = self.service.ask(self.handle, "close", status, tags)
-        self.service.open.pop(self.handle, None)
-        if closed:
-            self._id, self.name, status, *kept = closed
-            if kept:  # spool.OfflineRun's close: the run is on disk, not in the store; the line to print
-                raise Offline(f"tracking: {kept[0]}")
-        return status
 
 
 _SERVICE: Optional[Service] = None  # this process's: get() starts it, release() ends it
@@ -284,33 +240,33 @@ def forget_inherited() -> None:
     close when the sweep process dies; get() then starts this worker's own."""
     global _SERVICE
     if _SERVICE is not None and _SERVICE.pid != os.getpid():
-        for conn in (_SERVICE.out, _SERVICE.inp):
-            conn.close()
+        _SERVICE.close_pipes()
     _SERVICE = None
 
 
 def for_workers(n: int) -> List[Service]:
-    """hydra/launcher=warm: a tracking process for each of n workers, started before the sweep
-    process imports torch and forks them, so that their imports of mlflow overlap that import
-    instead of the workers' first jobs. The sweep process calls close_copies() once it has forked."""
-    return [Service() for _ in range(n)]
+    """hydra/launcher=warm: n more pipes to this process's tracking process, one for each worker
+    it will fork: one tracking process, its mlflow imported and its store open already, records
+    the whole sweep (a process a worker cost 1.9 s of CPU for mlflow alone, during the first jobs:
+    make bench P5). The sweep process calls close_copies() once it has forked."""
+    hub = get()
+    return [Service(hub) for _ in range(n)]
 
 
 def adopt(own: Service, every: List[Service]) -> None:
-    """In a forked worker: `own` becomes this process's tracking process. The copies of the sweep
-    process's pipe and of the other workers' pipes are closed: each tracking process must see its
-    own trainer's end close (a kill -9) and nobody else's."""
+    """In a forked worker: `own` becomes this process's pipe to the tracking process. The copies
+    of the sweep process's pipe and of the other workers' pipes are closed: the tracking process
+    must see each trainer's end close (a kill -9) when that trainer dies, and not later."""
     global _SERVICE
     forget_inherited()
     close_copies([s for s in every if s is not own])
-    own.pid = os.getpid()  # it is the sweep process's child: stop() here closes the pipe, no wait
+    own.pid = os.getpid()
     _SERVICE = own
 
 
 def close_copies(services: List[Service]) -> None:
     for s in services:
-        s.out.close()
-        s.inp.close()
+        s.close_pipes()
 
 
 def release() -> None:
