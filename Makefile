@@ -8,7 +8,7 @@ PORT    ?= 5000
 
 CLUSTER := .venv/.installed-cluster
 
-.PHONY: run test test-slow test-all test-stress test-cluster bench ui clean
+.PHONY: run test test-slow test-all test-cluster bench ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
@@ -39,17 +39,12 @@ PYTEST = $(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS)
 # and signals at their moment, many processes on one store, a real mlflow server stopped and
 # restarted, the UI in Chromium, the wheel in a fresh venv, the notebook (~6 min).
 test: $(STAMP)
-	$(PYTEST) --dist load -m "not slow and not stress"
+	$(PYTEST) --dist load -m "not slow"
 
 test-slow: $(STAMP)
-	$(PYTEST) --dist loadfile -m "slow and not stress"
+	$(PYTEST) --dist loadfile -m slow
 
 test-all: test test-slow
-
-# fault tests at their worst moment (Ctrl-C/SIGTERM of parallel sweeps, a disk that fills mid-run,
-# kill -9 right after the close): they pass alone but failed in a full run on a machine at load 20+
-test-stress: $(STAMP)
-	$(PY) -m pytest -q tests/test_launcher.py tests/test_faults.py -m stress
 
 $(CLUSTER): $(STAMP)
 	$(PIP) install -q -e '.[cluster]'

@@ -62,17 +62,18 @@ class NoStoreYet(LookupError):
     """The sqlite file is not there (yet): a test that polls a store must not create it."""
 
 
-def client_for(uri: str):
+def client_for(uri: str, create: bool = False):
     """MLflow's client of the store at `uri`. Never for a sqlite file that does not exist: MLflow's
     client creates the store at construction, and one the test creates while the runner creates
     its own (aside, then moved into place) is a hot journal on the runner's new file, which then
-    reads `database disk image is malformed` (seen in test_launcher's polls under load)."""
+    reads `database disk image is malformed` (seen in test_launcher's polls under load).
+    create=True: a test that makes the store itself, before any runner process."""
     from mlflow.tracking import MlflowClient
 
     from runner.tracking import sqlite_file
 
     path = sqlite_file.path_of(uri)
-    if path is not None and not path.exists():
+    if path is not None and not path.exists() and not create:
         raise NoStoreYet(f"no store at {path} yet")
     return MlflowClient(tracking_uri=uri)
 

@@ -243,7 +243,7 @@ def test_a_store_that_refuses_the_experiment_is_one_line_and_no_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     from mlflow.entities import ViewType
 
-    c = client_for(uri)
+    c = client_for(uri, create=True)  # before the CLI: nothing else makes it meanwhile
     gone = c.create_experiment("gone")
     c.delete_experiment(gone)
     out = cli("experiment_name=gone", "epochs=3", cwd=tmp_path)

@@ -283,7 +283,6 @@ def _can_mount_tmpfs() -> bool:
 
 
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm and a tmpfs mount")
-@pytest.mark.stress
 def test_a_disk_that_fills_mid_run_is_one_line_without_mlflow_logs(tmp_path):
     """issue 21: MLflow's logger, through the tracking process, printed 394 lines (SQL, bound
     parameters, tracebacks) before the CLI's one line; the process now silences it."""

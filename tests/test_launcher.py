@@ -34,7 +34,6 @@ def _running_children(uri: str, want: int, seen: list) -> bool:
         return False
 
 
-@pytest.mark.stress
 @pytest.mark.parametrize("launcher,sig,code", [("warm", signal.SIGINT, 130), ("warm", signal.SIGTERM, 143)])
 def test_an_interrupted_parallel_sweep_leaves_every_run_killed_with_its_points(tmp_path, launcher, sig, code):
     uri = sqlite_uri(tmp_path)
@@ -99,7 +98,6 @@ def _wait_for_running_children(uri: str, n: int, proc, timeout: float = 600):
     pytest.fail("the sweep's jobs never showed points")
 
 
-@pytest.mark.stress
 @pytest.mark.parametrize("signum, code, running", [(signal.SIGINT, 130, 2), (signal.SIGTERM, 143, 0)],
                          ids=["sigint-running", "sigterm-starting"])
 def test_joblib_sweep_interrupted_closes_every_run_killed(tmp_path, signum, code, running):
