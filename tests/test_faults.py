@@ -197,7 +197,9 @@ def test_a_killed_tracking_process_fails_the_run_with_one_line(trainer):
     """The other way round: the tracking process dies (kill -9, out of memory). The trainer
     stops at its next hand-over with one line, exit 1, and marks the run FAILED itself."""
     proc, db = trainer
-    _wait_for(lambda: _query(db, "select count(*) from runs where status='RUNNING'"), proc)
+    # points stored: the tracking process has told the trainer its run's id (Started comes right
+    # after the run's creation, before anything else of it is carried out)
+    _wait_for(lambda: _stored_loss(db) > 0, proc)
     [service] = descendants(proc.pid)
     os.kill(service, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)

@@ -1,6 +1,7 @@
 """A server that goes away mid-run: the run is kept on disk (runner/tracking/spool.py), the CLI
 says so in one line with exit code 75, and `python -m runner.sync` sends it, every point, once a
 server answers again on the same store; a second sync stores nothing twice."""
+import contextlib
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from conftest import cli_env, client_for, free_port, stop, wait_healthy
 pytestmark = pytest.mark.slow  # a real mlflow server stopped and restarted: make test-slow (README)
 
 from runner.tracking import spool
-from test_faults import SYSCALL, _blocked_on_pipe, _tracking_process
+from test_faults import SYSCALL, _tracking_process, _waiting_for_an_answer
 
 # MLflow's own variables (the CLI keeps them when set): one attempt of at most 5 s, so that the
 # run goes offline at the first refused request, not after the ~1 minute of the defaults.
@@ -123,16 +124,16 @@ def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_p
     server = start_server(tmp_path, port)
     procs = {"finishing": trainer(launch, uri, "finishing", epochs=FINISHING_EPOCHS),
              "training": trainer(launch, uri, "training"), "closing": trainer(launch, uri, "closing")}
+    ids, tracking = {}, {}
     try:
-        ids, tracking = {}, {}
         for name, proc in procs.items():  # "finishing" first: its epochs take seconds, this a moment
             ids[name] = run_on_server(uri, name, proc)
             tracking[name] = _tracking_process(proc.pid)
             if name != "training":
                 os.kill(tracking[name], signal.SIGSTOP)  # it holds what its trainer sends from now on
         procs["closing"].send_signal(signal.SIGTERM)
-        for name in ("finishing", "closing"):  # blocked on an answer: all is sent, the close or its link
-            wait_for(lambda: _blocked_on_pipe(procs[name].pid, tracking[name], "read"), procs[name])
+        for name in ("finishing", "closing"):  # waiting for the close's answer: all is sent
+            wait_for(lambda: _waiting_for_an_answer(procs[name].pid), procs[name])
         kill_server(server)
         for name in ("finishing", "closing"):
             os.kill(tracking[name], signal.SIGCONT)
@@ -140,6 +141,9 @@ def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_p
     finally:
         for proc in procs.values():
             proc.kill()
+        for pid in tracking.values():  # a stopped one would be left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     assert [p.returncode for p in procs.values()] == [75, 75, 75], errs
     for name, status in (("training", "FAILED"), ("closing", "KILLED"), ("finishing", "FINISHED")):
         the_line(errs[name], uri, ids[name], status)
@@ -217,7 +221,7 @@ def test_a_sync_cut_short_goes_on_where_it_stopped_and_never_leaves_the_run_runn
     the run KILLED with runner.failure=process_died, never RUNNING."""
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = client_for(uri)
+    client = client_for(uri, create=True)
     run = client.create_run(client.create_experiment("offline"))
     kept = SimpleNamespace(id=run.info.run_id, name=run.info.run_name, uri=uri,
                            experiment_id=run.info.experiment_id, received=0, _points=[])
