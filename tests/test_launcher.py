@@ -1,6 +1,7 @@
 """hydra/launcher=warm for real (its every-job-FINISHED check is test_sweeps's parallel test, beside joblib);
 and a parallel sweep stopped by Ctrl-C or SIGTERM while its jobs run (issue 21): every run
 closed KILLED with the points its job handed over, the sweep exits 130/143 with one line."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -98,8 +99,9 @@ def _wait_for_running_children(uri: str, n: int, proc, timeout: float = 600):
     pytest.fail("the sweep's jobs never showed points")
 
 
-@pytest.mark.parametrize("signum, code, running", [(signal.SIGINT, 130, 2), (signal.SIGTERM, 143, 0)],
-                         ids=["sigint-running", "sigterm-starting"])
+@pytest.mark.parametrize("signum, code, running", [(signal.SIGINT, 130, 2), (signal.SIGTERM, 143, 0),
+                                                  (signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 2)],
+                         ids=["sigint-running", "sigterm-starting", "sigint-starting", "sigterm-running"])
 def test_joblib_sweep_interrupted_closes_every_run_killed(tmp_path, signum, code, running):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=joblib",
@@ -163,3 +165,49 @@ def test_a_warm_sweep_records_through_one_tracking_process_and_a_killed_worker_s
     client = client_for(uri)
     stored = sum(len(client.get_metric_history(killed[0].info.run_id, k)) for k in killed[0].data.metrics)
     assert stored == int(killed[0].data.tags["runner.points_received"]) > 0
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_joblib_sweep_signalled_while_its_jobs_finish_keeps_them_finished(tmp_path, signum, code):
+    """The third moment: each job has trained and sent its close, and waits for the answer (its
+    tracking process held with SIGSTOP), when the signal comes. The close is whole in the pipe:
+    each job's run ends FINISHED with every point, the parent KILLED, exit 130/143."""
+    import psutil
+
+    from test_faults import _waiting_for_an_answer
+
+    uri, epochs = f"sqlite:///{tmp_path / 'mlflow.db'}", 200
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=2", "lr=1e-3,2e-3", f"epochs={epochs}", "log_every=1"],
+                            cwd=tmp_path, env=cli_env(), text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    held: dict = {}  # a job's tracking process -> its trainer (the joblib worker)
+    try:
+        deadline = time.monotonic() + 240
+        while len(held) < 2 or not all(_waiting_for_an_answer(t) for t in held.values()):
+            assert proc.poll() is None and time.monotonic() < deadline, (held, proc.poll())
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # the CLI's own tracking process holds the parent
+                    if ("runner.tracking.process" in " ".join(p.cmdline()) and p.pid not in held
+                            and p.ppid() != proc.pid):
+                        p.suspend()  # SIGSTOP: what its trainer sends waits in the pipe
+                        held[p.pid] = p.ppid()
+            time.sleep(0.2)  # a poll interval
+        os.killpg(proc.pid, signum)  # as a terminal's Ctrl-C: the whole process group
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        for pid in held:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1].startswith("interrupted:") and "Traceback" not in err, err
+    parent, children = sweep_runs(uri)
+    assert parent.info.status == "KILLED"
+    assert [r.info.status for r in children] == ["FINISHED", "FINISHED"], [r.data.tags for r in children]
+    client = client_for(uri)
+    for run in children:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(epochs + 1))

@@ -144,6 +144,8 @@ def test_a_server_gone_mid_run_is_kept_on_disk_and_synced_with_every_point(tmp_p
         for pid in tracking.values():  # a stopped one would be left behind
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        if server.poll() is None:  # the test failed before it stopped the server
+            kill_server(server)
     assert [p.returncode for p in procs.values()] == [75, 75, 75], errs
     for name, status in (("training", "FAILED"), ("closing", "KILLED"), ("finishing", "FINISHED")):
         the_line(errs[name], uri, ids[name], status)
