@@ -11,7 +11,8 @@ free, one at a time.
 The guarantees are the CLI's: the store exists before the fan-out (the sweep callback made the
 parent run); a worker dies with the sweep's process (PR_SET_PDEATHSIG), and the tracking process
 then closes its run KILLED (`process_died`) with every point it received, when that worker's
-pipe closes; Ctrl-C or SIGTERM closes every running job KILLED before the sweep exits 130/143; each job keeps its job number, so device.index spreads jobs over several GPUs.
+pipe closes; Ctrl-C or SIGTERM closes every running job KILLED before the sweep exits 130/143;
+each job keeps its job number, so device.index spreads jobs over several GPUs.
 """
 import multiprocessing
 import os

@@ -45,8 +45,7 @@ class NoSuchCall(ValueError):
 def spawn(spool: Path) -> Tuple[subprocess.Popen, Connection, Connection, socket.socket]:
     """Start it (the trainer calls this): the process, the trainer's end to it and from it, and
     the socket through which attach() hands it more trainers' pipes."""
-    to_service, from_trainer = os.pipe()
-    to_trainer, from_service = os.pipe()
+    to_service, from_service, ours = _pipes()
     control, theirs = socket.socketpair(socket.AF_UNIX, CONTROL_KIND)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}  # not ours
     for key, value in store.HTTP_PATIENCE.items():  # it makes the HTTP requests
@@ -60,20 +59,27 @@ def spawn(spool: Path) -> Tuple[subprocess.Popen, Connection, Connection, socket
     for fd in (to_service, from_service):
         os.close(fd)
     theirs.close()
-    _widen(from_trainer)
-    return proc, Connection(from_trainer, readable=False), Connection(to_trainer, writable=False), control
+    return (proc, *ours, control)
 
 
 def attach(control: socket.socket) -> Tuple[Connection, Connection]:
     """One more trainer for a running tracking process (hydra/launcher=warm: a worker, forked
     later): a new pair of pipes, whose far ends go to it over `control` (SCM_RIGHTS)."""
-    to_service, from_trainer = os.pipe()
-    to_trainer, from_service = os.pipe()
+    to_service, from_service, ours = _pipes()
     socket.send_fds(control, [b"attach"], [to_service, from_service])
     for fd in (to_service, from_service):
         os.close(fd)
+    return ours
+
+
+def _pipes() -> Tuple[int, int, Tuple[Connection, Connection]]:
+    """A trainer's two pipes: the tracking process's ends (fds, to pass on and close here) and
+    the trainer's (its end to the process, widened, and from it)."""
+    to_service, from_trainer = os.pipe()
+    to_trainer, from_service = os.pipe()
     _widen(from_trainer)
-    return Connection(from_trainer, readable=False), Connection(to_trainer, writable=False)
+    ours = Connection(from_trainer, readable=False), Connection(to_trainer, writable=False)
+    return to_service, from_service, ours
 
 
 def _widen(fd: int) -> None:
@@ -93,7 +99,7 @@ class Peer:
         self.settling = False  # it asked to hear once it is the last trainer (SETTLED)
 
 
-def serve(inp: Connection, out: Connection, spool: Path, control: Optional[socket.socket] = None) -> None:
+def serve(inp: Connection, out: Connection, spool: Path, control: Optional[socket.socket]) -> None:
     """Until every trainer's pipe has closed: carry out their calls, one at a time, in the order
     each sent them; a trainer whose pipe closes has its open runs closed KILLED."""
     import mlflow  # noqa: F401  now, while the trainer imports torch: the point of this process
@@ -119,10 +125,9 @@ def serve(inp: Connection, out: Connection, spool: Path, control: Optional[socke
             for peer in peers:
                 for handle in list(peer.runs):
                     _quietly(peer.runs.call, handle, "flush")
-        for peer in peers:
-            if peer.settling and len(peers) == 1:
-                peer.settling = False
-                _tell(peer.out, Reply(None))
+        if len(peers) == 1 and peers[0].settling:  # the last trainer waits for the others
+            peers[0].settling = False
+            _tell(peers[0].out, Reply(None))
     shutil.rmtree(spool, ignore_errors=True)
 
 
@@ -255,7 +260,7 @@ def main(argv: List[str]) -> None:
     gc.set_threshold(100_000, 50, 1000)
     silence()
     inp, out = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
-    serve(inp, out, Path(argv[2]), socket.socket(fileno=int(argv[3])) if len(argv) > 3 else None)
+    serve(inp, out, Path(argv[2]), socket.socket(fileno=int(argv[3])))
     # Every run is closed and its records committed: skip tearing down mlflow's modules (~0.2 s,
     # which whoever reads the trainer's stderr, this process's too, would wait for).
     sys.stderr.flush()

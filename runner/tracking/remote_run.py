@@ -28,21 +28,23 @@ class RemoteRun:
     @property
     def id(self) -> str:
         if self._id is None:  # end() sets it too, from the close's answer
-            self._id = self.service.run_ids.get(self.handle)
-        if self._id is None:
-            self._info()
+            self._learn_ids()
         return self._id
 
     @property
     def experiment_id(self) -> str:
-        if self._experiment_id is None:  # known without asking once the service said Started
-            self._experiment_id = self.service.experiments.get(self.handle)
         if self._experiment_id is None:
-            self._info()
+            self._learn_ids()
         return self._experiment_id
 
-    def _info(self) -> None:  # waits for the service to have created the run
-        self._id, self.name, self._experiment_id = self.service.ask(self.handle, "info")
+    def _learn_ids(self) -> None:
+        """From the service's Started, without a question once it came; else asked (it waits for
+        the service to have created the run)."""
+        started = self.service.reported.get(self.handle)
+        if started is not None:
+            self._id, self._experiment_id = self._id or started.run_id, started.experiment_id
+        else:
+            self._id, self.name, self._experiment_id = self.service.ask(self.handle, "info")
 
     def _send(self, method: str, *args, remove: Optional[Path] = None) -> None:
         self.service.send(self.handle, method, args, remove=remove)

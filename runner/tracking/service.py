@@ -1,8 +1,9 @@
 """The tracking process: one per CLI invocation (a warm sweep's workers share the sweep's), or
-per parallel worker of joblib and submitit, started before torch is imported. It imports mlflow while the trainer imports torch and trains, owns the
-MLflow runs, batches their metrics, and closes every run it opened: as the trainer says, or, when
-the trainer's end of the pipe closes first (kill -9, the OOM killer, a cluster's hard limit),
-KILLED with `runner.failure=process_died` after writing every point it had received.
+per parallel worker of joblib and submitit, started before torch is imported. It imports mlflow
+while the trainer imports torch and trains, owns the MLflow runs, batches their metrics, and
+closes every run it opened: as the trainer says, or, when the trainer's end of the pipe closes
+first (kill -9, the OOM killer, a cluster's hard limit), KILLED with
+`runner.failure=process_died` after writing every point it had received.
 
 This is wandb's service process in small: the trainer only hands records over a pipe (a send of
 a few hundred bytes) and waits for the store only to learn its run id at the end. Files (the
@@ -31,6 +32,7 @@ from runner.tracking.messages import Call, Refused, Reply, Started
 from runner.tracking.remote_run import RemoteRun
 
 HELD_SIGNALS = {getattr(signal, s) for s in ("SIGINT", "SIGTERM") if hasattr(signal, s)}
+
 
 class TrackingError(RuntimeError):
     """The store refused a record after the run started, or the tracking process died."""
@@ -68,8 +70,7 @@ class Service(Tracking):
         self.handles = itertools.count(1)
         self.started = hub is not None  # a run or a query reached it: it must not be killed
         self.errors: Dict[Optional[int], Refused] = {}  # the first refusal of each run
-        self.run_ids: Dict[int, str] = {}  # handle -> MLflow run id, as the service reports them
-        self.experiments: Dict[int, str] = {}  # handle -> its experiment's id, likewise
+        self.reported: Dict[int, Started] = {}  # handle -> its run's ids, as the service reports them
         self.open: Dict[int, str] = {}  # handle -> store URI of each run not closed yet
         self.dead: Optional[TrackingError] = None
 
@@ -149,8 +150,7 @@ class Service(Tracking):
 
     def _note(self, message: tuple) -> None:
         if isinstance(message, Started):
-            self.run_ids[message.handle] = message.run_id
-            self.experiments[message.handle] = message.experiment_id
+            self.reported[message.handle] = message
         elif isinstance(message, Refused):  # the first refusal of a run is its root cause
             self.errors.setdefault(message.handle, message)
 
@@ -191,10 +191,11 @@ class Service(Tracking):
         self.errors.clear()
         closed = []
         for handle, uri in self.open.items():
-            if handle in self.run_ids:
+            if handle in self.reported:
+                run_id = self.reported[handle].run_id
                 try:  # mlflow, in this process, only now
-                    record.Tracker().fail(uri, self.run_ids[handle], "tracking_process_died")
-                    closed.append(self.run_ids[handle])
+                    record.Tracker().fail(uri, run_id, "tracking_process_died")
+                    closed.append(run_id)
                 except Exception:  # noqa: BLE001  the store itself may be what failed
                     pass
         self.open.clear()
